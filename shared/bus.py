@@ -1,34 +1,25 @@
-"""Transport only: the Bus protocol, RedisBus on Redis Streams, and MemoryBus in one process."""
+"""Transport only: messages in, per-group batches of decoded entries out (Redis or in-process)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from shared.bus_memory import MemoryBus
+from shared.bus_redis import RedisBus
+from shared.bus_types import Batch, DeadLetter, Entry, GroupInfo, StreamId
 from shared.messages import Message, Stream
 
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One decoded stream entry: its id (`"<ms>-<seq>"`), its message, and how often delivered."""
-
-    id: str
-    message: Message
-    deliveries: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Entries read together from one stream by one consumer of one group."""
-
-    stream: Stream
-    group: str
-    entries: list[Entry] = field(default_factory=list)
-
-    @property
-    def messages(self) -> list[Message]:
-        return [entry.message for entry in self.entries]
+__all__ = [
+    "Batch",
+    "Bus",
+    "DeadLetter",
+    "Entry",
+    "GroupInfo",
+    "MemoryBus",
+    "RedisBus",
+    "StreamId",
+]
 
 
 class Bus(Protocol):
@@ -52,8 +43,13 @@ class Bus(Protocol):
         """Acknowledge every entry of the batch."""
         ...
 
-    async def dead_letter(self, batch: Batch, entry: Entry, reason: str) -> None:
-        """Move one entry to the stream's dead-letter stream with the reason, and ack it."""
+    async def dead_letter(
+        self, batch: Batch, entry: Entry, reason: str, *, detail: str = ""
+    ) -> None:
+        """Move one entry to the stream's dead-letter stream with the reason, and ack it.
+
+        `reason` is a short fixed word (it labels a metric); `detail` says what was wrong.
+        """
         ...
 
     async def last_message(self, stream: Stream, key: str) -> Message | None:
@@ -70,6 +66,10 @@ class Bus(Protocol):
         self, streams: Sequence[Stream], *, block_ms: int, count: int
     ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
         """Yield every new entry of the streams (plain XREAD from "now"); no group, no ack."""
+        ...
+
+    async def group_info(self, stream: Stream) -> list[GroupInfo]:
+        """Return each consumer group of the stream with its consumers, pending entries and lag."""
         ...
 
     async def close(self) -> None:

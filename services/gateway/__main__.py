@@ -1,0 +1,52 @@
+"""Gateway service: the REST API, the WebSocket fan-out and the dashboard, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from shared.bus import Bus
+from shared.runtime import run_service
+from shared.store import Store
+
+SERVICE = "gateway"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that leaves SIGTERM/SIGINT to the runtime (one shutdown path)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def main(settings: GatewaySettings, bus: Bus, store: Store) -> None:
+    """Serve the app until cancelled, then let uvicorn close connections gracefully."""
+    app = create_app(settings, bus=bus, store=store)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_ping_interval=settings.ws_ping_interval_s,
+    )
+    server = _Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True  # stop accepting, finish in-flight requests, then return
+        await serving
+        raise
+    if not server.started:
+        raise RuntimeError(f"gateway could not listen on {settings.host}:{settings.port}")
+
+
+if __name__ == "__main__":
+    run_service(SERVICE, main, GatewaySettings())

@@ -1,0 +1,95 @@
+"""Indicators service: CandleClosed -> IndicatorsComputed (stored, then published)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from services.indicators.engine import IndicatorEngine, IndicatorParams, warm_up_jit
+from services.indicators.settings import IndicatorsSettings
+from shared import metrics
+from shared.bus import Bus
+from shared.messages import CandleClosed, IndicatorsComputed, Stream
+from shared.runtime import run_service
+from shared.store import Store
+
+SERVICE = "indicators"
+log = logging.getLogger(__name__)
+
+
+async def restore(engine: IndicatorEngine, store: Store, settings: IndicatorsSettings) -> None:
+    """Warm every market that has indicator rows from its stored candles up to the last row."""
+    last_times = await store.last_indicator_times()
+    markets = sorted(last_times)
+    step = settings.warmup_markets_per_query
+    for start in range(0, len(markets), step):
+        chunk = markets[start : start + step]
+        history = await store.candle_history(
+            markets=chunk, end_ms=last_times, limit=settings.warmup_candles
+        )
+        for market, rows in history.items():
+            engine.warm(
+                market,
+                np.array([row.open_time_ms for row in rows], dtype=np.int64),
+                np.array([row.high for row in rows]),
+                np.array([row.low for row in rows]),
+                np.array([row.close for row in rows]),
+            )
+    log.info("restored indicator state of %d markets", len(markets))
+
+
+async def republished(
+    candles: list[CandleClosed], computed: list[IndicatorsComputed], store: Store
+) -> list[IndicatorsComputed]:
+    """Return the stored rows of candles seen before (a redelivery), to publish them again."""
+    fresh = {(m.key, m.open_time_ms) for m in computed}
+    rows = []
+    for candle in candles:
+        if (candle.key, candle.open_time_ms) in fresh:
+            continue
+        row = await store.indicator_at(
+            exchange=candle.exchange,
+            symbol=candle.symbol,
+            timeframe=candle.timeframe,
+            open_time_ms=candle.open_time_ms,
+        )
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
+    """Update every market's indicators per candle batch; store, publish, then ack."""
+    warm_up_jit()
+    engine = IndicatorEngine(IndicatorParams())
+    await restore(engine, store, settings)
+    handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.CANDLES)
+    seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.CANDLES)
+    async for batch in bus.consume(
+        Stream.CANDLES,
+        group=SERVICE,
+        consumer=settings.consumer_name,
+        count=settings.batch_size,
+        block_ms=settings.block_ms,
+    ):
+        with seconds.time():
+            candles = [m for m in batch.messages if isinstance(m, CandleClosed)]
+            with metrics.INDICATOR_COMPUTE_SECONDS.time():
+                computed = engine.update(candles)
+            again = await republished(candles, computed, store)
+            if computed:
+                await store.save_indicators(computed)
+            if computed or again:
+                await bus.publish_many(Stream.INDICATORS, [*again, *computed])
+            await bus.ack(batch)
+        handled.inc(len(batch.entries))
+        if computed:
+            metrics.STAGE_LATENCY.labels("indicators").observe(
+                (time.time() * 1000 - computed[-1].candle_closed_at_ms) / 1000
+            )
+
+
+if __name__ == "__main__":
+    run_service(SERVICE, main, IndicatorsSettings())

@@ -1,0 +1,318 @@
+"""What lives in the database: a URL or settings in; candles, indicators, signals, orders out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shared import metrics
+from shared import store_queries as queries
+from shared.messages import (
+    CandleClosed,
+    IndicatorsComputed,
+    OrderFilled,
+    OrderPlaced,
+    PositionChanged,
+    SignalEmitted,
+)
+from shared.settings import CommonSettings
+from shared.store_engine import create_engine
+from shared.store_queries import Market
+from shared.store_schema import (
+    CandleRow,
+    FillRow,
+    IndicatorRow,
+    OrderRow,
+    PositionRow,
+    SignalRow,
+    candles,
+    fills,
+    indicators,
+    metadata,
+    orders,
+    signals,
+)
+
+__all__ = [
+    "CandleRow",
+    "FillRow",
+    "IndicatorRow",
+    "Market",
+    "OrderRow",
+    "PositionRow",
+    "SignalRow",
+    "Store",
+    "create_engine",
+    "downgrade",
+    "metadata",
+    "upgrade",
+]
+
+T = TypeVar("T")
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at `url` up to `revision` with the Alembic migrations."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Migrate the database at `url` down to `revision` (base: drop every table)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    # Passed as an attribute, not an option: a URL's %-escapes would break ini interpolation.
+    config.attributes["database_url"] = url
+    return config
+
+
+class Store:
+    """Async access to the database; each call runs in a worker thread in its own transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> Store:
+        """Build a store on a new engine configured by the settings."""
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_recycle_s=settings.db_pool_recycle_s,
+            pool_timeout_s=settings.db_pool_timeout_s,
+        )
+        return cls(engine)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await asyncio.to_thread(self.engine.dispose)
+
+    async def _run(self, operation: str, work: Callable[..., T], /, **arguments: Any) -> T:
+        """Run `work(connection, **arguments)` in one transaction on a worker thread, timed."""
+
+        def call() -> T:
+            with metrics.DB_QUERY_SECONDS.labels(operation).time(), self.engine.begin() as conn:
+                return work(conn, **arguments)
+
+        return await asyncio.to_thread(call)
+
+    async def save_candles(self, candles: Sequence[CandleClosed]) -> int:
+        """Store new candles (duplicates skipped); return how many were new."""
+        if not candles:
+            return 0
+        return await self._run(
+            "save_candles", queries.insert_candles, batch=candles, stored_at_ms=_now_ms()
+        )
+
+    async def last_candle_times(self) -> dict[Market, int]:
+        """Return the newest stored candle open time of each (exchange, symbol, timeframe)."""
+        return await self._run("last_candle_times", queries.last_times, table=candles)
+
+    async def candles_between(
+        self,
+        *,
+        exchange: str | None = None,
+        symbol: str,
+        timeframe: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int,
+    ) -> list[CandleRow]:
+        """Return candles ascending: the first `limit` from `start_ms`, else the latest `limit`."""
+        return await self._run(
+            "candles_between",
+            queries.select_between,
+            table=candles,
+            row_type=CandleRow,
+            time_column="open_time_ms",
+            conditions=queries.market_conditions(
+                candles, exchange=exchange, symbol=symbol, timeframe=timeframe
+            ),
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+        )
+
+    async def candle_history(
+        self,
+        *,
+        markets: Sequence[Market],
+        end_ms: Mapping[Market, int] | None = None,
+        limit: int,
+    ) -> dict[Market, list[CandleRow]]:
+        """Return the last `limit` candles at or before `end_ms` of each market, in one query."""
+        if not markets:
+            return {}
+        return await self._run(
+            "candle_history", queries.select_history, markets=markets, end_ms=end_ms, limit=limit
+        )
+
+    async def save_indicators(self, rows: Sequence[IndicatorsComputed]) -> int:
+        """Store new indicator rows (duplicates skipped, NaN kept); return how many were new."""
+        if not rows:
+            return 0
+        return await self._run(
+            "save_indicators", queries.insert_indicators, batch=rows, stored_at_ms=_now_ms()
+        )
+
+    async def last_indicator_times(self) -> dict[Market, int]:
+        """Return the newest stored indicator open time of each (exchange, symbol, timeframe)."""
+        return await self._run("last_indicator_times", queries.last_times, table=indicators)
+
+    async def indicator_at(
+        self, *, exchange: str, symbol: str, timeframe: str, open_time_ms: int
+    ) -> IndicatorsComputed | None:
+        """Return the indicators stored for one candle as the wire message, if any."""
+        return await self._run(
+            "indicator_at",
+            queries.select_indicator,
+            exchange=exchange,
+            symbol=symbol,
+            timeframe=timeframe,
+            open_time_ms=open_time_ms,
+        )
+
+    async def indicators_between(
+        self,
+        *,
+        exchange: str | None = None,
+        symbol: str,
+        timeframe: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int,
+    ) -> list[IndicatorRow]:
+        """Return indicator rows ascending, selected like `candles_between`."""
+        return await self._run(
+            "indicators_between",
+            queries.select_between,
+            table=indicators,
+            row_type=IndicatorRow,
+            time_column="open_time_ms",
+            conditions=queries.market_conditions(
+                indicators, exchange=exchange, symbol=symbol, timeframe=timeframe
+            ),
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+        )
+
+    async def save_signals(self, signals: Sequence[SignalEmitted]) -> int:
+        """Store new signals (duplicates skipped); return how many were new."""
+        if not signals:
+            return 0
+        return await self._run(
+            "save_signals", queries.insert_signals, batch=signals, stored_at_ms=_now_ms()
+        )
+
+    async def signals_between(
+        self,
+        *,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int,
+    ) -> list[SignalRow]:
+        """Return signals ascending by candle open time, selected like `candles_between`."""
+        return await self._history(
+            "signals_between", signals, SignalRow, "open_time_ms", symbol, start_ms, end_ms, limit
+        )
+
+    async def record_execution(
+        self, *, order: OrderPlaced, fill: OrderFilled, position: PositionChanged
+    ) -> bool:
+        """Store an order, its fill and the new position at once; False if the order existed."""
+        return await self._run(
+            "record_execution", queries.insert_execution, order=order, fill=fill, position=position
+        )
+
+    async def order_of_signal(self, signal_id: str) -> tuple[OrderPlaced, list[OrderFilled]] | None:
+        """Return the order placed for a signal and its fills, if any."""
+        return await self._run(
+            "order_of_signal", queries.select_order_of_signal, signal_id=signal_id
+        )
+
+    async def position(self, *, exchange: str, symbol: str) -> PositionChanged | None:
+        """Return the stored position in one market as the wire message, if any."""
+        found = await self._run(
+            "position", queries.select_positions, exchange=exchange, symbol=symbol
+        )
+        return queries.position_message(found[0]) if found else None
+
+    async def orders_between(
+        self,
+        *,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int,
+    ) -> list[OrderRow]:
+        """Return orders ascending by creation time, selected like `candles_between`."""
+        return await self._history(
+            "orders_between", orders, OrderRow, "created_at_ms", symbol, start_ms, end_ms, limit
+        )
+
+    async def fills_between(
+        self,
+        *,
+        symbol: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int,
+    ) -> list[FillRow]:
+        """Return fills ascending by fill time, selected like `candles_between`."""
+        return await self._history(
+            "fills_between", fills, FillRow, "filled_at_ms", symbol, start_ms, end_ms, limit
+        )
+
+    async def positions(self, *, symbol: str | None = None) -> list[PositionRow]:
+        """Return every stored position (of one symbol if given), ordered by market."""
+        return await self._run("positions", queries.select_positions, symbol=symbol)
+
+    async def _history(
+        self,
+        operation: str,
+        table: sa.Table,
+        row_type: type[T],
+        time_column: str,
+        symbol: str | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+    ) -> list[T]:
+        # Ties in time are broken by the primary key, so pages never shuffle between calls.
+        [key] = table.primary_key.columns
+        return await self._run(
+            operation,
+            queries.select_between,
+            table=table,
+            row_type=row_type,
+            time_column=time_column,
+            conditions=queries.symbol_conditions(table, symbol),
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            tie_breaker=key.name,
+        )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,259 @@
+"""The database schema: SQLAlchemy tables (changed only by Alembic) in, row types read back out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Epoch milliseconds never fit 32 bits; prices and quantities are double precision.
+_MS = sa.BigInteger
+_PRICE = sa.Float(53)
+
+CANDLE_VALUES = ("open", "high", "low", "close", "volume")
+INDICATOR_VALUES = (
+    "close",
+    "rsi",
+    "stoch_k",
+    "stoch_d",
+    "stochrsi_fastk",
+    "stochrsi_fastd",
+    "atr",
+    "volatility_ratio",
+    "band_lower",
+    "band_upper",
+    "prev_stoch_k",
+    "prev_band_lower",
+    "prev_band_upper",
+)
+
+
+def _market_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("exchange", sa.Text, nullable=False),
+        sa.Column("symbol", sa.Text, nullable=False),
+        sa.Column("timeframe", sa.Text, nullable=False),
+        sa.Column("open_time_ms", _MS, nullable=False),
+    ]
+
+
+def _add_latest_index(table: sa.Table, values: tuple[str, ...]) -> None:
+    # Covering on Postgres so "latest N of one market" is an index-only scan; the exchange is
+    # included because callers may filter on it.
+    sa.Index(
+        f"ix_{table.name}_symbol_timeframe_time",
+        table.c.symbol,
+        table.c.timeframe,
+        table.c.open_time_ms.desc(),
+        postgresql_include=["exchange", *values],
+    )
+
+
+candles = sa.Table(
+    "candles",
+    metadata,
+    *_market_columns(),
+    *(sa.Column(name, _PRICE, nullable=False) for name in CANDLE_VALUES),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("stored_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "open_time_ms", name="pk_candles"),
+)
+_add_latest_index(candles, CANDLE_VALUES)
+
+indicators = sa.Table(
+    "indicators",
+    metadata,
+    *_market_columns(),
+    # NULL stands for NaN ("still warming up"): Postgres NaN sorts and compares unlike NULL.
+    *(sa.Column(name, _PRICE, nullable=True) for name in INDICATOR_VALUES),
+    sa.Column("candle_closed_at_ms", _MS, nullable=False),
+    sa.Column("stored_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "exchange", "symbol", "timeframe", "open_time_ms", name="pk_indicators"
+    ),
+)
+_add_latest_index(indicators, INDICATOR_VALUES)
+
+signals = sa.Table(
+    "signals",
+    metadata,
+    sa.Column("signal_id", sa.Text, nullable=False),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("timeframe", sa.Text, nullable=False),
+    sa.Column("open_time_ms", _MS, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("price", _PRICE, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("candle_closed_at_ms", _MS, nullable=False),
+    sa.Column("stored_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("signal_id", name="pk_signals"),
+    sa.UniqueConstraint(
+        "strategy", "exchange", "symbol", "timeframe", "open_time_ms", name="uq_signals_market"
+    ),
+    sa.CheckConstraint("side IN ('buy', 'sell')", name="ck_signals_side"),
+    sa.Index("ix_signals_symbol_time", "symbol", "open_time_ms"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    # INTEGER PRIMARY KEY is what makes SQLite assign ids itself.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True),
+    sa.Column("client_order_id", sa.Text, nullable=False),
+    sa.Column("signal_id", sa.Text, nullable=False),
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("order_type", sa.Text, nullable=False),
+    sa.Column("quantity", _PRICE, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at_ms", _MS, nullable=False),
+    sa.Column("candle_closed_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("id", name="pk_orders"),
+    sa.UniqueConstraint("client_order_id", name="uq_orders_client_order_id"),
+    sa.CheckConstraint("side IN ('buy', 'sell')", name="ck_orders_side"),
+    sa.Index("ix_orders_symbol_created", "symbol", "created_at_ms"),
+    sa.Index("ix_orders_signal_id", "signal_id"),
+)
+
+fills = sa.Table(
+    "fills",
+    metadata,
+    sa.Column("fill_id", sa.Text, nullable=False),
+    sa.Column("client_order_id", sa.Text, nullable=False),
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("price", _PRICE, nullable=False),
+    sa.Column("quantity", _PRICE, nullable=False),
+    sa.Column("fee", _PRICE, nullable=False),
+    sa.Column("filled_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("fill_id", name="pk_fills"),
+    sa.ForeignKeyConstraint(
+        ["client_order_id"],
+        ["orders.client_order_id"],
+        name="fk_fills_client_order_id_orders",
+    ),
+    sa.CheckConstraint("side IN ('buy', 'sell')", name="ck_fills_side"),
+    sa.Index("ix_fills_symbol_filled", "symbol", "filled_at_ms"),
+    # Postgres does not index foreign keys by itself; fills are looked up by their order.
+    sa.Index("ix_fills_client_order_id", "client_order_id"),
+)
+
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("quantity", _PRICE, nullable=False),
+    sa.Column("avg_price", _PRICE, nullable=False),
+    sa.Column("realized_pnl", _PRICE, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.Column("cause_fill_id", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("exchange", "symbol", name="pk_positions"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CandleRow:
+    """One stored candle."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorRow:
+    """Stored indicator values of one candle; NaN where the indicator was still warming up."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    close: float
+    rsi: float
+    stoch_k: float
+    stoch_d: float
+    stochrsi_fastk: float
+    stochrsi_fastd: float
+    atr: float
+    volatility_ratio: float
+    band_lower: float
+    band_upper: float
+    prev_stoch_k: float
+    prev_band_lower: float
+    prev_band_upper: float
+    candle_closed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    """One stored signal."""
+
+    signal_id: str
+    strategy: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    side: str
+    price: float
+    reason: str
+    candle_closed_at_ms: int
+    stored_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """One stored order."""
+
+    id: int
+    client_order_id: str
+    signal_id: str
+    exchange: str
+    symbol: str
+    side: str
+    order_type: str
+    quantity: float
+    status: str
+    created_at_ms: int
+    candle_closed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    """One stored fill."""
+
+    fill_id: str
+    client_order_id: str
+    exchange: str
+    symbol: str
+    side: str
+    price: float
+    quantity: float
+    fee: float
+    filled_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """The stored position in one market."""
+
+    exchange: str
+    symbol: str
+    quantity: float
+    avg_price: float
+    realized_pnl: float
+    updated_at_ms: int
+    cause_fill_id: str

@@ -1,0 +1,388 @@
+"""The store on a SQLite file (embedded mode): migrations, idempotent writes, reads, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from prometheus_client import REGISTRY
+from sqlalchemy.pool import QueuePool
+
+from shared.messages import (
+    CandleClosed,
+    IndicatorsComputed,
+    OrderFilled,
+    OrderPlaced,
+    PositionChanged,
+    SignalEmitted,
+    client_order_id,
+    signal_id,
+    to_builtins,
+)
+from shared.store import Store, create_engine, downgrade, metadata, upgrade
+from tests.conftest import ROOT, ohlcv_path
+
+TABLES = {"alembic_version", "candles", "indicators", "signals", "orders", "fills", "positions"}
+
+
+def load_candles(name: str, symbol: str, count: int) -> list[CandleClosed]:
+    """Return the first `count` real one-minute candles of a data file as wire messages."""
+    with ohlcv_path(name).open() as file:
+        rows = json.load(file)[:count]
+    return [
+        CandleClosed(
+            exchange="binance",
+            symbol=symbol,
+            timeframe="1m",
+            open_time_ms=int(ms),
+            open=float(o),
+            high=float(h),
+            low=float(low),
+            close=float(c),
+            volume=float(v),
+            source="replay",
+            closed_at_ms=int(ms) + 60_000,
+        )
+        for ms, o, h, low, c, v in rows
+    ]
+
+
+def indicators_for(candles: list[CandleClosed]) -> list[IndicatorsComputed]:
+    """Return indicator messages for candles: NaN everywhere during a 14-candle warm-up."""
+    out = []
+    for i, candle in enumerate(candles):
+        value = (lambda x: x) if i >= 14 else (lambda x: math.nan)
+        fields = ["rsi", "stoch_k", "stoch_d", "stochrsi_fastk", "stochrsi_fastd", "atr"]
+        fields += ["volatility_ratio", "band_lower", "band_upper", "prev_stoch_k"]
+        fields += ["prev_band_lower", "prev_band_upper"]
+        values: dict[str, Any] = {
+            name: value(candle.close * (n + 1)) for n, name in enumerate(fields)
+        }
+        out.append(
+            IndicatorsComputed(
+                exchange=candle.exchange,
+                symbol=candle.symbol,
+                timeframe=candle.timeframe,
+                open_time_ms=candle.open_time_ms,
+                close=candle.close,
+                candle_closed_at_ms=candle.closed_at_ms,
+                **values,
+            )
+        )
+    return out
+
+
+def execution(signal: str, *, fill_id: str) -> dict[str, Any]:
+    """Return the order, fill and position messages the executor records for one signal."""
+    order_id = client_order_id(signal)
+    return {
+        "order": OrderPlaced(
+            client_order_id=order_id,
+            signal_id=signal,
+            side="sell",
+            quantity=1.5,
+            created_at_ms=1_700_000_000_000,
+            candle_closed_at_ms=1_699_999_999_000,
+            exchange="binance",
+            symbol="ETH/BTC",
+        ),
+        "fill": OrderFilled(
+            fill_id=fill_id,
+            client_order_id=order_id,
+            side="sell",
+            price=0.05,
+            quantity=1.5,
+            fee=0.0001,
+            filled_at_ms=1_700_000_000_050,
+            exchange="binance",
+            symbol="ETH/BTC",
+        ),
+        "position": PositionChanged(
+            quantity=0.0,
+            avg_price=0.0,
+            realized_pnl=0.012,
+            updated_at_ms=1_700_000_000_050,
+            cause_fill_id=fill_id,
+            exchange="binance",
+            symbol="ETH/BTC",
+        ),
+    }
+
+
+def nan_as_none(row: Any) -> tuple[Any, ...]:
+    """Return a row's fields with NaN as None, so rows compare equal when NaN matches NaN."""
+    values = (getattr(row, name) for name in row.__dataclass_fields__)
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'candlebus.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[Store]:
+    store = Store(create_engine(sqlite_url, pool_size=4, max_overflow=4))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def statements(store: Store) -> Iterator[list[str]]:
+    """Record every SQL statement the store's engine sends."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        seen.append(sql)
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(store.engine, "before_cursor_execute", record)
+
+
+def test_upgrade_downgrade_and_upgrade_again_on_a_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+
+    upgrade(url)
+    assert table_names(url) == TABLES
+    downgrade(url)
+    assert table_names(url) == {"alembic_version"}
+    upgrade(url)
+    assert table_names(url) == TABLES
+
+
+def test_migrated_sqlite_schema_matches_the_store_tables(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_alembic_command_line_migrates_the_database_named_by_database_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    environment = {**os.environ, "DATABASE_URL": url}
+
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+
+    assert table_names(url) == TABLES
+
+
+def test_engine_refuses_an_in_memory_sqlite_database() -> None:
+    with pytest.raises(ValueError, match="file"):
+        create_engine("sqlite://")
+
+
+def test_pool_checkouts_and_overflow_are_reported_as_gauges(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url, pool_size=1, max_overflow=2)
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (
+            REGISTRY.get_sample_value("candlebus_db_pool_checked_out_connections"),
+            REGISTRY.get_sample_value("candlebus_db_pool_overflow_connections"),
+        )
+
+    try:
+        with engine.connect():
+            assert gauges() == (1, 0)
+            with engine.connect(), engine.connect():
+                assert gauges() == (3, 2)
+            # One returned connection waits in the pool, the other is closed: one beyond size.
+            assert gauges() == (1, 1) == (pool.checkedout(), pool.overflow())
+        assert gauges() == (0, 0)
+    finally:
+        engine.dispose()
+
+
+async def test_candle_batch_saved_twice_stores_each_candle_once(store: Store) -> None:
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 300)
+    batch = candles + candles[:25]
+    timed = REGISTRY.get_sample_value(
+        "candlebus_db_query_seconds_count", {"operation": "save_candles"}
+    )
+
+    assert await store.save_candles(batch) == 300
+    first = await store.candles_between(symbol="XRP/ETH", timeframe="1m", limit=500)
+    assert await store.save_candles(batch) == 0
+    second = await store.candles_between(symbol="XRP/ETH", timeframe="1m", limit=500)
+
+    assert first == second
+    assert [(r.open_time_ms, r.close) for r in first] == [
+        (c.open_time_ms, c.close) for c in candles
+    ]
+    assert await store.last_candle_times() == {
+        ("binance", "XRP/ETH", "1m"): candles[-1].open_time_ms
+    }
+    after = REGISTRY.get_sample_value(
+        "candlebus_db_query_seconds_count", {"operation": "save_candles"}
+    )
+    assert after == (timed or 0) + 2
+
+
+async def test_candles_between_bounds_are_inclusive_and_without_start_gives_latest(
+    store: Store,
+) -> None:
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 60)
+    await store.save_candles(candles)
+    times = [c.open_time_ms for c in candles]
+
+    latest = await store.candles_between(symbol="XRP/ETH", timeframe="1m", limit=4)
+    window = await store.candles_between(
+        symbol="XRP/ETH", timeframe="1m", start_ms=times[5], end_ms=times[9], limit=100
+    )
+    capped = await store.candles_between(
+        symbol="XRP/ETH", timeframe="1m", start_ms=times[5], limit=2
+    )
+
+    assert [r.open_time_ms for r in latest] == times[-4:]
+    assert [r.open_time_ms for r in window] == times[5:10]
+    assert [r.open_time_ms for r in capped] == times[5:7]
+
+
+async def test_indicator_batch_saved_twice_keeps_nan_and_stores_once(store: Store) -> None:
+    rows = indicators_for(load_candles("XRP_ETH-1m.json", "XRP/ETH", 120))
+
+    assert await store.save_indicators(rows + rows[:3]) == 120
+    first = await store.indicators_between(symbol="XRP/ETH", timeframe="1m", limit=500)
+    assert await store.save_indicators(rows) == 0
+    second = await store.indicators_between(symbol="XRP/ETH", timeframe="1m", limit=500)
+
+    assert [nan_as_none(r) for r in first] == [nan_as_none(r) for r in second]
+    assert math.isnan(first[13].atr) and first[14].atr == rows[14].atr
+    stored = await store.indicator_at(
+        exchange="binance", symbol="XRP/ETH", timeframe="1m", open_time_ms=rows[3].open_time_ms
+    )
+    assert stored is not None and to_builtins(stored) == to_builtins(rows[3])
+    assert await store.last_indicator_times() == {
+        ("binance", "XRP/ETH", "1m"): rows[-1].open_time_ms
+    }
+
+
+async def test_signals_saved_twice_are_stored_once(store: Store) -> None:
+    signals = [
+        SignalEmitted(
+            signal_id=signal_id("bands", "binance", "ETH/BTC", "1m", ms),
+            strategy="bands",
+            exchange="binance",
+            symbol="ETH/BTC",
+            timeframe="1m",
+            open_time_ms=ms,
+            side="buy",
+            price=0.05,
+            reason="crossed",
+            candle_closed_at_ms=ms + 60_000,
+        )
+        for ms in range(0, 10 * 60_000, 60_000)
+    ]
+
+    assert await store.save_signals(signals + signals) == 10
+    assert await store.save_signals(signals[:4]) == 0
+    stored = await store.signals_between(start_ms=120_000, limit=3)
+
+    assert [r.signal_id for r in stored] == [s.signal_id for s in signals[2:5]]
+
+
+async def test_replayed_execution_records_one_order_and_one_fill(store: Store) -> None:
+    signal = signal_id("bands", "binance", "ETH/BTC", "1m", 60_000)
+
+    assert await store.record_execution(**execution(signal, fill_id="fill-a")) is True
+    assert await store.record_execution(**execution(signal, fill_id="fill-b")) is False
+
+    assert [o.signal_id for o in await store.orders_between(limit=10)] == [signal]
+    assert [f.fill_id for f in await store.fills_between(limit=10)] == ["fill-a"]
+    assert await store.order_of_signal(signal) == (
+        execution(signal, fill_id="fill-a")["order"],
+        [execution(signal, fill_id="fill-a")["fill"]],
+    )
+    position = await store.position(exchange="binance", symbol="ETH/BTC")
+    assert position == execution(signal, fill_id="fill-a")["position"]
+
+
+async def test_candle_history_returns_each_market_tail_in_one_query(
+    store: Store, statements: list[str]
+) -> None:
+    xrp = load_candles("XRP_ETH-1m.json", "XRP/ETH", 200)
+    eth = load_candles("ETH_BTC-1m.json", "ETH/BTC", 200)
+    await store.save_candles(xrp + eth)
+    markets = [("binance", "XRP/ETH", "1m"), ("binance", "ETH/BTC", "1m"), ("x", "NONE", "1m")]
+    statements.clear()
+
+    history = await store.candle_history(
+        markets=markets, end_ms={markets[1]: eth[99].open_time_ms}, limit=30
+    )
+
+    assert len([sql for sql in statements if sql.lstrip().startswith("SELECT")]) == 1
+    assert [r.open_time_ms for r in history[markets[0]]] == [c.open_time_ms for c in xrp[170:]]
+    assert [r.open_time_ms for r in history[markets[1]]] == [c.open_time_ms for c in eth[70:100]]
+    assert history[markets[2]] == []
+
+
+async def test_candle_history_of_more_markets_than_sqlite_compounds_in_one_select(
+    store: Store,
+) -> None:
+    candles = [
+        CandleClosed(
+            exchange="synthetic",
+            symbol=f"S{n}/USD",
+            timeframe="1m",
+            open_time_ms=minute * 60_000,
+            open=1.0,
+            high=1.0,
+            low=1.0,
+            close=float(n),
+            volume=1.0,
+            source="synthetic",
+            closed_at_ms=(minute + 1) * 60_000,
+        )
+        for n in range(600)
+        for minute in range(3)
+    ]
+    await store.save_candles(candles)
+    markets = [("synthetic", f"S{n}/USD", "1m") for n in range(600)]
+
+    history = await store.candle_history(markets=markets, limit=2)
+
+    assert all([r.open_time_ms for r in history[m]] == [60_000, 120_000] for m in markets)
+    assert history[markets[599]][0].close == 599.0
+
+
+async def test_concurrent_writers_on_worker_threads_all_land(store: Store) -> None:
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 400)
+    chunks = [candles[start : start + 50] for start in range(0, 400, 50)]
+
+    inserted = await asyncio.gather(*(store.save_candles(chunk) for chunk in chunks))
+
+    assert inserted == [50] * 8
+    stored = await store.candles_between(symbol="XRP/ETH", timeframe="1m", limit=1_000)
+    assert len(stored) == 400
