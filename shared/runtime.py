@@ -39,16 +39,23 @@ def configure_logging(level: str) -> None:
 async def run_until_signalled(coro: Awaitable[None]) -> None:
     """Run `coro` until it ends or SIGTERM/SIGINT arrives, then cancel it and wait for it."""
     task = asyncio.ensure_future(coro)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await task
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            raise
-        log.info("stopped by signal")
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        # A cancel can be swallowed by a client library mid-read: repeat it until it lands.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=2.0)
+        if task.cancelled():
+            log.info("stopped by signal")
+        else:
+            task.result()
     finally:
+        stopping.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

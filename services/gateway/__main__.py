@@ -27,7 +27,13 @@ class _Server(uvicorn.Server):
 
 async def main(settings: GatewaySettings, bus: Bus, store: Store) -> None:
     """Serve the app until cancelled, then let uvicorn close connections gracefully."""
-    app = create_app(settings, bus=bus, store=store)
+    # A relay failure stops the server; the error then propagates so the process exits non-zero.
+    app = create_app(
+        settings,
+        bus=bus,
+        store=store,
+        on_relay_failure=lambda _error: setattr(server, "should_exit", True),
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -44,6 +50,8 @@ async def main(settings: GatewaySettings, bus: Bus, store: Store) -> None:
         server.should_exit = True  # stop accepting, finish in-flight requests, then return
         await serving
         raise
+    if app.state.relay_error is not None:
+        raise RuntimeError("gateway relay failed") from app.state.relay_error
     if not server.started:
         raise RuntimeError(f"gateway could not listen on {settings.host}:{settings.port}")
 

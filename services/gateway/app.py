@@ -6,7 +6,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 RelayFailureHook = Callable[[BaseException], None]
 
+RELAY_STOP_TIMEOUT_S: Final = 10.0
+
 
 def stop_process(error: BaseException) -> None:
     """Ask this process to stop as on SIGTERM, so the server drains and the lifespan re-raises."""
@@ -54,6 +57,29 @@ def create_app(
     are told and closed, `app.state.relay_error` is set, /health turns 503, `on_relay_failure`
     is called (by default: stop the process), and the lifespan re-raises the error at shutdown.
     """
+    app = FastAPI(
+        title="candlebus gateway",
+        version="1",
+        summary="Candles, indicators, signals, orders, fills and positions; live over /ws.",
+        lifespan=_lifespan(settings, bus, store, on_relay_failure),
+    )
+    app.state.relay_error = None
+    for router in (health, page, events, candles, indicators, signals, orders, fills, positions):
+        app.include_router(router.router)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(Exception, _internal_error)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET"]
+        )
+    app.add_middleware(HttpMetricsMiddleware)
+    return app
+
+
+def _lifespan(
+    settings: GatewaySettings, bus: Bus, store: Store, on_relay_failure: RelayFailureHook
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Return the lifespan: state on `app.state`, the relay task started, stopped, surfaced."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,29 +111,24 @@ def create_app(
             yield
         finally:
             hub.close_all("server stopping", CLOSE_GOING_AWAY)
-            task.cancel()
-            await asyncio.wait({task})
+            await _cancel(task)
             error = app.state.relay_error
             if error is not None:
                 raise error
 
-    app = FastAPI(
-        title="candlebus gateway",
-        version="1",
-        summary="Candles, indicators, signals, orders, fills and positions; live over /ws.",
-        lifespan=lifespan,
-    )
-    app.state.relay_error = None
-    for router in (health, page, events, candles, indicators, signals, orders, fills, positions):
-        app.include_router(router.router)
-    app.add_exception_handler(RequestValidationError, _validation_failed)
-    app.add_exception_handler(Exception, _internal_error)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET"]
-        )
-    app.add_middleware(HttpMetricsMiddleware)
-    return app
+    return lifespan
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    # The Redis client now and then swallows a cancellation that lands mid-read and reads on:
+    # cancel again until the task ends, within a bound, so shutdown never hangs on the relay.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RELAY_STOP_TIMEOUT_S
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.done():
+        log.warning("relay did not stop within %.0f s; shutting down anyway", RELAY_STOP_TIMEOUT_S)
 
 
 async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:

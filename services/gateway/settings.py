@@ -19,7 +19,7 @@ class GatewaySettings(CommonSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int = Field(default=9105, ge=0, le=65535)
     ws_queue_size: int = Field(
-        default=1_000, ge=1, le=1_000_000, description="events buffered per client before drop"
+        default=10_000, ge=1, le=1_000_000, description="events buffered per client before drop"
     )
     ws_ping_interval_s: float = Field(
         default=20.0, gt=0, description="server pings so dead peers are noticed and closed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -10,7 +11,7 @@ import numpy as np
 from services.indicators.engine import IndicatorEngine, IndicatorParams, warm_up_jit
 from services.indicators.settings import IndicatorsSettings
 from shared import metrics
-from shared.bus import Bus
+from shared.bus import Batch, Bus
 from shared.messages import CandleClosed, IndicatorsComputed, Stream
 from shared.runtime import run_service
 from shared.store import Store
@@ -60,10 +61,29 @@ async def republished(
     return rows
 
 
+async def compute(engine: IndicatorEngine, batch: Batch, bus: Bus) -> list[IndicatorsComputed]:
+    """Update the engine with a batch; dead-letter the candles it rejects as bad input."""
+    candles = [m for m in batch.messages if isinstance(m, CandleClosed)]
+    try:
+        return engine.update(candles)
+    except ValueError:
+        pass  # the engine changes no state before it rejects: go candle by candle
+    computed: list[IndicatorsComputed] = []
+    for entry in batch.entries:
+        assert isinstance(entry.message, CandleClosed)
+        try:
+            computed += engine.update([entry.message])
+        except ValueError as exc:
+            metrics.MESSAGES_FAILED.labels(SERVICE, Stream.CANDLES, "invalid").inc()
+            await bus.dead_letter(batch, entry, "invalid", detail=str(exc))
+    return computed
+
+
 async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
     """Update every market's indicators per candle batch; store, publish, then ack."""
-    warm_up_jit()
-    engine = IndicatorEngine(IndicatorParams())
+    params = IndicatorParams()
+    await asyncio.to_thread(warm_up_jit, params)  # compile (or load the cache) off the loop
+    engine = IndicatorEngine(params)
     await restore(engine, store, settings)
     handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.CANDLES)
     seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.CANDLES)
@@ -77,7 +97,7 @@ async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
         with seconds.time():
             candles = [m for m in batch.messages if isinstance(m, CandleClosed)]
             with metrics.INDICATOR_COMPUTE_SECONDS.time():
-                computed = engine.update(candles)
+                computed = await compute(engine, batch, bus)
             again = await republished(candles, computed, store)
             if computed:
                 await store.save_indicators(computed)

@@ -185,7 +185,7 @@ def _stochastic(values: F64Array, start: int, size: int, value: float) -> float:
 
 @njit(cache=True, inline="always")
 def _volatility_ratio(atr: float, atr_ma: float) -> float:
-    """Return ATR over its moving average.
+    """Return ATR over its simple moving average (no TA-Lib counterpart).
 
     A market flat for the whole window has 0 / 0: report 1.0 ("volatility unchanged") so NaN
     keeps meaning "warming up"; the bands come out as the base ones either way.
@@ -195,7 +195,10 @@ def _volatility_ratio(atr: float, atr_ma: float) -> float:
 
 @njit(cache=True, inline="always")
 def _bands(ratio: float, params: Params) -> tuple[float, float]:
-    """Return the dynamic StochRSI band (lower, upper) for one volatility ratio."""
+    """Return the dynamic StochRSI band (lower, upper) for one volatility ratio.
+
+    No TA-Lib counterpart: the strategy's formula, high volatility tested first.
+    """
     base_lower, base_upper, sensitivity, adjustment, min_width, max_width = params[8:]
     if ratio > sensitivity:
         expansion = (ratio - 1.0) * adjustment * 100.0
@@ -247,7 +250,8 @@ def compute_batch(
 ) -> Columns:
     """Compute every indicator over one series; columns in `OUTPUT_NAMES` order.
 
-    References as `compute_batch_into`, which does the work.
+    References: TA-Lib RSI, STOCH on RSI, STOCHRSI and ATR, parameters as in
+    `compute_batch_into`, which does the work.
     """
     out = np.empty((N_OUTPUTS, close.shape[0]))
     compute_batch_into(
@@ -433,8 +437,9 @@ def update_many(
 ) -> None:
     """Advance market `rows[j]` of `state` by candle j and write its outputs to `out[j]`.
 
-    References as `compute_batch`, with its very floats. Give each market at most one candle
-    per call, so that the rows stay independent of each other.
+    References: TA-Lib RSI, STOCH on RSI, STOCHRSI and ATR (see `compute_batch_into`), with
+    the batch's very floats. Give each market at most one candle per call, so that the rows
+    stay independent of each other.
     """
     params = (
         rsi_period, stoch_period, stoch_k_period, stoch_d_period, stochrsi_fastk_period,
@@ -482,7 +487,8 @@ def warm_state(
 ) -> F64Array:
     """Return the state row of a market that has seen this history (the live step, replayed).
 
-    References as `compute_batch`; the row continues exactly as a market updated live would.
+    References: TA-Lib RSI, STOCH on RSI, STOCHRSI and ATR (see `compute_batch_into`); the
+    row continues exactly as the row of a market updated live would.
     """
     params = (
         rsi_period, stoch_period, stoch_k_period, stoch_d_period, stochrsi_fastk_period,

@@ -30,8 +30,14 @@ class StochRsiBands:
 
     def evaluate(self, indicators: IndicatorsComputed) -> SignalEmitted | None:
         m = indicators
-        values = (m.stoch_k, m.prev_stoch_k, m.band_lower, m.prev_band_lower)
-        values += (m.band_upper, m.prev_band_upper)
+        values = (
+            m.stoch_k,
+            m.prev_stoch_k,
+            m.band_lower,
+            m.prev_band_lower,
+            m.band_upper,
+            m.prev_band_upper,
+        )
         if any(math.isnan(value) for value in values):
             return None
         side: Side

@@ -132,7 +132,7 @@ def test_sigkilled_indicators_and_executor_lose_and_double_nothing(
     pipeline: Pipeline, replay_files: list[Path]
 ) -> None:
     expected = sum(len(times) for times in checks.file_candles(replay_files).values())
-    pipeline.per_service_env["collector"]["REPLAY_SPEED"] = "1500"  # ~10 s of market
+    pipeline.per_service_env["collector"]["REPLAY_SPEED"] = "60000"  # 1,000 minutes a second
     pipeline.start()
     url = pipeline.database_url
     wait_until(
