@@ -26,6 +26,7 @@ from shared.store_engine import create_engine
 from shared.store_queries import Market
 from shared.store_schema import (
     CandleRow,
+    DecisionRow,
     FillRow,
     IndicatorRow,
     OrderRow,
@@ -41,6 +42,7 @@ from shared.store_schema import (
 
 __all__ = [
     "CandleRow",
+    "DecisionRow",
     "FillRow",
     "IndicatorRow",
     "Market",
@@ -243,6 +245,20 @@ class Store:
         return await self._run(
             "record_execution", queries.insert_execution, order=order, fill=fill, position=position
         )
+
+    async def record_skip(self, *, signal: SignalEmitted, reason: str, decided_at_ms: int) -> bool:
+        """Record that a signal led to no order and why; False if it was decided before."""
+        return await self._run(
+            "record_skip",
+            queries.insert_skip,
+            signal=signal,
+            reason=reason,
+            decided_at_ms=decided_at_ms,
+        )
+
+    async def decision_of(self, signal_id: str) -> DecisionRow | None:
+        """Return what the executor decided for a signal, if it has seen it."""
+        return await self._run("decision_of", queries.select_decision, signal_id=signal_id)
 
     async def order_of_signal(self, signal_id: str) -> tuple[OrderPlaced, list[OrderFilled]] | None:
         """Return the order placed for a signal and its fills, if any."""

@@ -22,11 +22,13 @@ from shared.messages import (
 )
 from shared.store_schema import (
     CandleRow,
+    DecisionRow,
     FillRow,
     IndicatorRow,
     OrderRow,
     PositionRow,
     candles,
+    decisions,
     fills,
     indicators,
     orders,
@@ -252,6 +254,17 @@ def insert_execution(
     # The unique client order id makes a replayed execution write nothing at all.
     if conn.execute(placed.on_conflict_do_nothing()).rowcount == 0:
         return False
+    decided = {
+        "signal_id": order.signal_id,
+        "exchange": order.exchange,
+        "symbol": order.symbol,
+        "side": order.side,
+        "outcome": "ordered",
+        "reason": "",
+        "client_order_id": order.client_order_id,
+        "decided_at_ms": order.created_at_ms,
+    }
+    conn.execute(sa.insert(decisions).values(decided))
     conn.execute(sa.insert(fills).values(_values(fill, fills)))
     upsert = dialect.insert(positions).values(_values(position, positions))
     changed = [column.name for column in positions.columns if not column.primary_key]
@@ -262,6 +275,32 @@ def insert_execution(
         )
     )
     return True
+
+
+def insert_skip(
+    conn: Connection, *, signal: SignalEmitted, reason: str, decided_at_ms: int
+) -> bool:
+    """Record that a signal led to no order, and why; False if it was decided before."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    skipped = dialect.insert(decisions).values(
+        signal_id=signal.signal_id,
+        exchange=signal.exchange,
+        symbol=signal.symbol,
+        side=signal.side,
+        outcome="skipped",
+        reason=reason,
+        client_order_id=None,
+        decided_at_ms=decided_at_ms,
+    )
+    return bool(conn.execute(skipped.on_conflict_do_nothing()).rowcount)
+
+
+def select_decision(conn: Connection, signal_id: str) -> DecisionRow | None:
+    """Return what was decided for a signal, if it was seen before."""
+    found = conn.execute(
+        sa.select(*_columns(decisions, DecisionRow)).where(decisions.c.signal_id == signal_id)
+    ).first()
+    return None if found is None else cast(DecisionRow, _row(DecisionRow, found))
 
 
 def select_order_of_signal(

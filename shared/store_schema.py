@@ -144,6 +144,24 @@ fills = sa.Table(
     sa.Index("ix_fills_client_order_id", "client_order_id"),
 )
 
+# One row per signal the executor has seen: what it decided, so a late duplicate of a signal is
+# never decided again against a newer position.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("signal_id", sa.Text, nullable=False),
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("client_order_id", sa.Text, nullable=True),
+    sa.Column("decided_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("signal_id", name="pk_decisions"),
+    sa.CheckConstraint("outcome IN ('ordered', 'skipped')", name="ck_decisions_outcome"),
+    sa.Index("ix_decisions_symbol_decided", "symbol", "decided_at_ms"),
+)
+
 positions = sa.Table(
     "positions",
     metadata,
@@ -244,6 +262,20 @@ class FillRow:
     quantity: float
     fee: float
     filled_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """What the executor decided for one signal: an order, or a skip with its reason."""
+
+    signal_id: str
+    exchange: str
+    symbol: str
+    side: str
+    outcome: str
+    reason: str
+    client_order_id: str | None
+    decided_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,9 +158,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("exchange", "symbol", name="pk_positions"),
     )
 
+    op.create_table(
+        "decisions",
+        sa.Column("signal_id", sa.Text, nullable=False),
+        sa.Column("exchange", sa.Text, nullable=False),
+        sa.Column("symbol", sa.Text, nullable=False),
+        sa.Column("side", sa.Text, nullable=False),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("client_order_id", sa.Text, nullable=True),
+        sa.Column("decided_at_ms", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("signal_id", name="pk_decisions"),
+        sa.CheckConstraint("outcome IN ('ordered', 'skipped')", name="ck_decisions_outcome"),
+    )
+    op.create_index("ix_decisions_symbol_decided", "decisions", ["symbol", "decided_at_ms"])
+
 
 def downgrade() -> None:
     # Children before parents: fills reference orders.
+    op.drop_index("ix_decisions_symbol_decided", table_name="decisions")
+    op.drop_table("decisions")
     op.drop_table("positions")
     op.drop_index("ix_fills_client_order_id", table_name="fills")
     op.drop_index("ix_fills_symbol_filled", table_name="fills")

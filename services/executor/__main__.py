@@ -18,27 +18,43 @@ SERVICE = "executor"
 log = logging.getLogger(__name__)
 
 
+async def republish(signal_id: str, store: Store, bus: Bus) -> None:
+    """Publish a recorded order's events again: a crash may have cut them off."""
+    found = await store.order_of_signal(signal_id)
+    if found is None:
+        return
+    order, fills = found
+    await bus.publish(Stream.ORDERS, order)
+    await bus.publish_many(Stream.FILLS, fills)
+    position = await store.position(exchange=order.exchange, symbol=order.symbol)
+    if position is not None:
+        await bus.publish(Stream.POSITIONS, position)
+
+
 async def execute(
     signal: SignalEmitted, broker: PaperBroker, store: Store, bus: Bus, settings: ExecutorSettings
 ) -> None:
-    """Place, fill and record the one order `signal` leads to; republish it if it exists."""
-    existing = await store.order_of_signal(signal.signal_id)
-    if existing is not None:  # redelivered: the order is durable, only its events may be lost
-        order, fills = existing
-        await bus.publish(Stream.ORDERS, order)
-        await bus.publish_many(Stream.FILLS, fills)
-        position = await store.position(exchange=order.exchange, symbol=order.symbol)
-        if position is not None:
-            await bus.publish(Stream.POSITIONS, position)
+    """Decide a signal once: place, fill and record its one order, or record why not.
+
+    A signal seen before (a redelivery, or a duplicate published after a crash upstream) is
+    never decided again: its order's events are published again, or nothing happens.
+    """
+    decided = await store.decision_of(signal.signal_id)
+    if decided is not None:
+        if decided.outcome == "ordered":
+            await republish(signal.signal_id, store, bus)
         return
     position = await store.position(exchange=signal.exchange, symbol=signal.symbol)
     quantity = order_quantity(signal, position, quote_amount=settings.order_quote_amount)
-    if isinstance(quantity, Skip):
-        metrics.ORDERS_SKIPPED.labels(quantity.reason).inc()
-        log.debug("no order for %s: %s", signal.signal_id, quantity.reason)
-        return
     # Times derive from the candle, so a redelivered signal rebuilds identical messages.
     decided_at_ms = signal.open_time_ms + TIMEFRAME_MS[signal.timeframe]
+    if isinstance(quantity, Skip):
+        if await store.record_skip(
+            signal=signal, reason=quantity.reason, decided_at_ms=decided_at_ms
+        ):
+            metrics.ORDERS_SKIPPED.labels(quantity.reason).inc()
+            log.info("no order for %s: %s", signal.signal_id, quantity.reason)
+        return
     order = OrderPlaced(
         client_order_id=client_order_id(signal.signal_id),
         signal_id=signal.signal_id,

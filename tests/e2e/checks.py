@@ -193,6 +193,7 @@ def assert_orders_exactly_once(url: str, settings: ExecutorSettings) -> int:
     for cid, (side, quantity) in expected.items():
         assert stored[cid][0] == side and abs(stored[cid][1] - quantity) <= 1e-12 * quantity
     assert count(url, "fills") == len(orders), "every order has exactly one fill"
+    assert count(url, "decisions") == len(signals), "every signal is decided exactly once"
     for market, position in positions.items():
         row = query(
             url,

@@ -29,7 +29,7 @@ from tests.conftest import ohlcv_path
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"candles", "indicators", "signals", "orders", "fills", "positions"}
+TABLES = {"candles", "indicators", "signals", "orders", "fills", "positions", "decisions"}
 INDEXES = {
     "pk_candles",
     "ix_candles_symbol_timeframe_time",
@@ -46,6 +46,8 @@ INDEXES = {
     "ix_fills_symbol_filled",
     "ix_fills_client_order_id",
     "pk_positions",
+    "pk_decisions",
+    "ix_decisions_symbol_decided",
 }
 
 
@@ -353,6 +355,33 @@ async def test_replayed_execution_records_one_order_and_one_fill(store: Store) -
     assert found[1] == [execution(signal, fill_id="fill-1")["fill"]]
     position = await store.position(exchange="binance", symbol="ETH/BTC")
     assert position == execution(signal, fill_id="fill-1")["position"]
+
+
+async def test_every_signal_is_decided_once_ordered_or_skipped(store: Store) -> None:
+    ordered = signal_id("stochrsi_bands", "binance", "ETH/BTC", "1m", 1_699_999_940_000)
+    skipped = SignalEmitted(
+        signal_id=signal_id("stochrsi_bands", "binance", "ETH/BTC", "1m", 1_700_000_000_000),
+        strategy="stochrsi_bands",
+        exchange="binance",
+        symbol="ETH/BTC",
+        timeframe="1m",
+        open_time_ms=1_700_000_000_000,
+        side="buy",
+        price=0.05,
+        reason="",
+        candle_closed_at_ms=0,
+    )
+
+    assert await store.record_execution(**execution(ordered, fill_id="fill-1"))
+    assert await store.record_skip(signal=skipped, reason="already_long", decided_at_ms=5)
+    assert not await store.record_skip(signal=skipped, reason="no_position", decided_at_ms=6)
+
+    first = await store.decision_of(ordered)
+    second = await store.decision_of(skipped.signal_id)
+    assert first is not None and first.outcome == "ordered"
+    assert first.client_order_id == client_order_id(ordered)
+    assert second is not None and (second.outcome, second.reason) == ("skipped", "already_long")
+    assert await store.decision_of("never-emitted") is None
 
 
 async def test_next_execution_updates_the_position_in_place(store: Store) -> None:

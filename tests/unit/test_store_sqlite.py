@@ -33,7 +33,16 @@ from shared.messages import (
 from shared.store import Store, create_engine, downgrade, metadata, upgrade
 from tests.conftest import ROOT, ohlcv_path
 
-TABLES = {"alembic_version", "candles", "indicators", "signals", "orders", "fills", "positions"}
+TABLES = {
+    "alembic_version",
+    "candles",
+    "indicators",
+    "signals",
+    "orders",
+    "fills",
+    "positions",
+    "decisions",
+}
 
 
 def load_candles(name: str, symbol: str, count: int) -> list[CandleClosed]:
