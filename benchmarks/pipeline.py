@@ -6,7 +6,7 @@ Runs on the real Redis and Postgres and prints two figures:
   2. latency at a steady rate below capacity: candle publication -> indicator row stored and
      -> signal stored, p50 and p99.
 
-    python benchmarks/pipeline.py [--symbols 200] [--seconds 20] [--latency-symbols 1000]
+    python benchmarks/pipeline.py [--symbols 200] [--seconds 20] [--latency-symbols 500]
 """
 
 from __future__ import annotations
@@ -118,9 +118,9 @@ def throughput(symbols: int, seconds: float, log_dir: Path) -> None:
     print(f"  backlog at the end    {c1 - i1:10,d} candles")
 
 
-def latency(symbols: int, seconds: float, log_dir: Path) -> None:
+def latency(symbols: int, interval_s: float, seconds: float, log_dir: Path) -> None:
     with Scratch() as url:
-        pipeline = start(url, log_dir, symbols, interval_s=1.0)
+        pipeline = start(url, log_dir, symbols, interval_s=interval_s)
         try:
             time.sleep(seconds)
             pipeline.assert_running()
@@ -141,7 +141,7 @@ def latency(symbols: int, seconds: float, log_dir: Path) -> None:
                 )
             ]
         engine.dispose()
-    rate = symbols / 1.0
+    rate = symbols / interval_s
     print(f"latency, {symbols} symbols at {rate:,.0f} candles/s for {seconds:.0f} s:")
     for name, values in (("candle -> indicators", indicator_ms), ("candle -> signal", signal_ms)):
         print(
@@ -155,12 +155,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--latency-symbols", type=int, default=1000)
+    parser.add_argument("--latency-symbols", type=int, default=500)
+    parser.add_argument(
+        "--latency-interval", type=float, default=0.25, help="seconds between candles per symbol"
+    )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         throughput(args.symbols, args.seconds, Path(tmp))
-        latency(args.latency_symbols, args.latency_seconds, Path(tmp))
+        latency(args.latency_symbols, args.latency_interval, args.latency_seconds, Path(tmp))
 
 
 if __name__ == "__main__":
