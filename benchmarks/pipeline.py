@@ -4,7 +4,10 @@ Runs on the real Redis and Postgres and prints two figures:
   1. sustained throughput: candles/s stored by the collector and handled by the indicators
      service while the collector produces as fast as it can (N symbols);
   2. latency at a steady rate below capacity: candle publication -> indicator row stored and
-     -> signal stored, p50 and p99.
+     -> signal stored, p50 and p99;
+  3. the indicators service alone: a backlog of candles prefilled on its stream, then the
+     service started: time from process start to the first candle handled, and candles/s
+     sustained while it drains the backlog (decode, compute, store, publish, ack).
 
     python benchmarks/pipeline.py [--symbols 200] [--seconds 20] [--latency-symbols 500]
 """
@@ -12,6 +15,7 @@ Runs on the real Redis and Postgres and prints two figures:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,6 +28,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.collector.sources import SyntheticSource
+from shared.bus import RedisBus
+from shared.messages import Stream
 from shared.store import upgrade
 from tests.e2e.harness import Pipeline, wait_until
 
@@ -151,6 +158,53 @@ def latency(symbols: int, interval_s: float, seconds: float, log_dir: Path) -> N
         )
 
 
+async def prefill(symbols: int, candles: int) -> int:
+    """Publish `candles` synthetic candles on the candles stream for the indicators group."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.xgroup_create(Stream.CANDLES, "indicators", id="0", mkstream=True)
+    client.close()
+    bus = RedisBus(REDIS_URL, retain_entries=candles)
+    source = SyntheticSource(symbols=symbols, candle_interval_s=0.0, start_ms=1_500_000_000_000)
+    published = 0
+    async for batch in source.batches({}):
+        await bus.publish_many(Stream.CANDLES, batch)
+        published += len(batch)
+        if published >= candles:
+            break
+    await bus.close()
+    return published
+
+
+def indicators_service(symbols: int, candles: int, log_dir: Path) -> None:
+    with Scratch() as url:
+        published = asyncio.run(prefill(symbols, candles))
+        pipeline = Pipeline(
+            redis_url=REDIS_URL,
+            database_url=url,
+            log_dir=log_dir,
+            env={"LOG_LEVEL": "WARNING", "BLOCK_MS": "50"},
+        )
+        started_ms = time.time() * 1000
+        pipeline.start("indicators")
+        try:
+            wait_until(
+                lambda: scalar(url, "SELECT count(*) FROM indicators") >= published,
+                timeout_s=600,
+                what=f"{published} indicator rows",
+            )
+            pipeline.assert_running()
+        finally:
+            pipeline.stop()
+        first = scalar(url, "SELECT min(stored_at_ms) FROM indicators")
+        last = scalar(url, "SELECT max(stored_at_ms) FROM indicators")
+    print(f"indicators service alone, {published:,} prefilled candles of {symbols} symbols:")
+    print(f"  process start -> first candle handled  {(first - started_ms) / 1000:6.2f} s")
+    print(
+        f"  sustained while draining               {published / ((last - first) / 1000):10,.0f}"
+        " candles/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=200)
@@ -160,10 +214,17 @@ def main() -> None:
         "--latency-interval", type=float, default=0.25, help="seconds between candles per symbol"
     )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--service-symbols", type=int, default=1000)
+    parser.add_argument("--service-candles", type=int, default=300_000)
+    parser.add_argument("--only", choices=("throughput", "latency", "service"), default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        throughput(args.symbols, args.seconds, Path(tmp))
-        latency(args.latency_symbols, args.latency_interval, args.latency_seconds, Path(tmp))
+        if args.only in (None, "throughput"):
+            throughput(args.symbols, args.seconds, Path(tmp))
+        if args.only in (None, "latency"):
+            latency(args.latency_symbols, args.latency_interval, args.latency_seconds, Path(tmp))
+        if args.only in (None, "service"):
+            indicators_service(args.service_symbols, args.service_candles, Path(tmp))
 
 
 if __name__ == "__main__":

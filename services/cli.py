@@ -1,4 +1,4 @@
-"""The `candlebus` command: `up` (embedded), `run <service>`, `migrate`."""
+"""The `candlebus` command: `up` (embedded), `run <service>`, `migrate`, `indicators FILE`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 from pathlib import Path
+
+from services.indicators import export
 
 SERVICES = ("collector", "indicators", "signals", "executor", "gateway")
 
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         "--down", action="store_true", help="downgrade to --revision (e.g. base) instead"
     )
     migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
+
+    indicators = commands.add_parser(
+        "indicators",
+        help="compute every indicator of a candle file (ccxt JSON or CSV) and print CSV",
+        description="Compute every indicator of a candle file with the batch path and print "
+        "one CSV row per candle (empty fields while warming up).",
+    )
+    export.add_arguments(indicators)
     return parser
 
 
@@ -88,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         run_service_by_name(args.service)
     elif args.command == "migrate":
         migrate(args.database_url, args.revision, args.down)
+    elif args.command == "indicators":
+        sys.exit(export.run(args))
     elif args.command == "up":
         from services.embedded import EmbeddedOptions, run_embedded
 

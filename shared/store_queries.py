@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import math
+import operator
+import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Literal, TypeAlias, cast
 
+import msgspec
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -50,74 +55,177 @@ _SQLITE_MARKETS_PER_QUERY = 400
 
 def insert_candles(conn: Connection, batch: Sequence[CandleClosed], *, stored_at_ms: int) -> int:
     """Insert the candles not stored yet; return how many."""
-    rows = [_values(candle, candles, stored_at_ms=stored_at_ms) for candle in batch]
-    return insert_new(conn, candles, rows)
+    return insert_new(conn, candles, _tuples(batch, candles, stored_at_ms=stored_at_ms))
 
 
 def insert_indicators(
     conn: Connection, batch: Sequence[IndicatorsComputed], *, stored_at_ms: int
 ) -> int:
     """Insert the indicator rows not stored yet (NaN stored as NULL); return how many."""
-    rows = [
-        {
-            name: None if _is_nan(value) else value
-            for name, value in _values(m, indicators, stored_at_ms=stored_at_ms).items()
-        }
-        for m in batch
-    ]
-    return insert_new(conn, indicators, rows)
+    return insert_new(conn, indicators, _tuples(batch, indicators, stored_at_ms=stored_at_ms))
 
 
 def insert_signals(conn: Connection, batch: Sequence[SignalEmitted], *, stored_at_ms: int) -> int:
     """Insert the signals not stored yet; return how many."""
-    rows = [_values(signal, signals, stored_at_ms=stored_at_ms) for signal in batch]
-    return insert_new(conn, signals, rows)
+    return insert_new(conn, signals, _tuples(batch, signals, stored_at_ms=stored_at_ms))
 
 
-def insert_new(conn: Connection, table: sa.Table, rows: Sequence[dict[str, object]]) -> int:
-    """Insert rows whose primary key is not stored yet (first of a repeated key wins)."""
-    key = [column.name for column in table.primary_key.columns]
-    unique: dict[tuple[object, ...], dict[str, object]] = {}
-    for row in rows:
-        unique.setdefault(tuple(row[name] for name in key), row)
+Rows: TypeAlias = tuple[list[str], list[tuple[Any, ...]]]  # column names, one tuple per row
+
+
+def insert_new(conn: Connection, table: sa.Table, rows: Rows) -> int:
+    """Insert rows whose primary key is not stored yet (first of a repeated key wins).
+
+    NaN in a nullable float column is stored as NULL ("still warming up").
+    """
+    names, values = rows
+    key = operator.itemgetter(*(names.index(c.name) for c in table.primary_key.columns))
+    unique: dict[Any, tuple[Any, ...]] = {}
+    for row in values:
+        unique.setdefault(key(row), row)
     batch = list(unique.values())
     if not batch:
         return 0
     if conn.dialect.name == "postgresql" and len(batch) >= COPY_MIN_ROWS:
-        return _copy_new(conn, table, batch)
+        return _copy_new(conn, table, names, batch)
+    nullable = [i for i, name in enumerate(names) if table.c[name].nullable]
+    dicts = [
+        {
+            name: None if i in nullable and _is_nan(v) else v
+            for i, (name, v) in enumerate(zip(names, row, strict=True))
+        }
+        for row in batch
+    ]
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # With RETURNING, SQLAlchemy sends the rows as a few multi-row INSERTs ("insertmanyvalues")
     # instead of one statement per row, and only the rows actually inserted come back.
     statement = dialect.insert(table).on_conflict_do_nothing()
-    inserted = conn.execute(statement.returning(*table.primary_key.columns), batch)
+    inserted = conn.execute(statement.returning(*table.primary_key.columns), dicts)
     return len(inserted.all())
 
 
-def _copy_new(conn: Connection, table: sa.Table, rows: list[dict[str, object]]) -> int:
-    names = [column.name for column in table.columns if column.name in rows[0]]
-    column_list = ", ".join(names)
+def _copy_new(
+    conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]
+) -> int:
+    """COPY rows into a per-session staging table, then insert the new ones in one statement."""
     staging = f"{table.name}_incoming"
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} (LIKE {table.name} INCLUDING DEFAULTS)")
-    text = io.StringIO()
-    for row in rows:
-        text.write("\t".join(_copy_field(row[name]) for name in names))
-        text.write("\n")
-    text.seek(0)
+    # Created once per pooled connection; emptied by every commit.
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+        f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    binary = _copy_binary(table, names, rows)
+    statement = f"COPY {staging} ({', '.join(names)}) FROM STDIN"
     cursor: Any = conn.connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {staging} ({column_list}) FROM STDIN", text)
+        if binary is not None:
+            cursor.copy_expert(statement + " WITH (FORMAT binary)", io.BytesIO(binary))
+        else:
+            cursor.copy_expert(statement, io.StringIO(_copy_text(rows)))
     finally:
         cursor.close()
+    # COPY reads NaN as a float NaN: NULLIF turns it into NULL, which stands for NaN here.
+    selected = ", ".join(
+        f"NULLIF({name}, 'NaN'::float8)"
+        if table.c[name].nullable and isinstance(table.c[name].type, sa.Float)
+        else name
+        for name in names
+    )
     result = conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({column_list}) SELECT {column_list} FROM {staging} "
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} FROM {staging} "
         "ON CONFLICT DO NOTHING"
     )
-    conn.exec_driver_sql(f"DROP TABLE {staging}")
     return result.rowcount
 
 
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_BINARY_TRAILER = struct.pack(">h", -1)
+
+
+def _binary_kind(column: sa.Column[Any]) -> str | None:
+    """Return the big-endian numpy type of a column in COPY's binary format ("text" for text)."""
+    kind = column.type
+    if isinstance(kind, sa.Float):
+        return ">f8"
+    if isinstance(kind, sa.BigInteger):
+        return ">i8"
+    if isinstance(kind, sa.Integer):
+        return ">i4"
+    if isinstance(kind, sa.String):
+        return "text"
+    return None
+
+
+def _copy_binary(table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> bytes | None:
+    """Render rows in COPY's binary format with numpy, or None where only text COPY fits.
+
+    A row is (int16 field count, then per field an int32 length and the big-endian value). Rows
+    are grouped by the lengths of their text fields so each group is one fixed-size numpy record
+    array: about 3 µs a row against 12 µs for text, which is most of a batch's cost.
+    """
+    found = [_binary_kind(table.c[name]) for name in names]
+    kinds = [kind for kind in found if kind is not None]
+    if len(kinds) != len(found):
+        return None
+    columns = list(zip(*rows, strict=True))
+    texts: dict[int, list[bytes]] = {}
+    for j, kind in enumerate(kinds):
+        if kind == "text":
+            if not all(isinstance(value, str) for value in columns[j]):
+                return None  # NULL text: the text path writes \N
+            texts[j] = [value.encode() for value in columns[j]]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, lengths in enumerate(zip(*(map(len, texts[j]) for j in texts), strict=True)):
+        groups.setdefault(lengths, []).append(i)
+    try:
+        numbers = {
+            j: np.asarray(columns[j], dtype=kind) for j, kind in enumerate(kinds) if j not in texts
+        }
+    except (TypeError, ValueError):
+        return None  # a NULL number
+    parts = [_BINARY_HEADER]
+    for lengths, members in groups.items():
+        width = dict(zip(texts, lengths, strict=True))
+        layout: list[tuple[str, str]] = [("fields", ">i2")]
+        for j, kind in enumerate(kinds):
+            layout += [(f"l{j}", ">i4"), (f"v{j}", f"S{width[j]}" if j in texts else kind)]
+        records = np.empty(len(members), dtype=layout)
+        index = np.asarray(members)
+        records["fields"] = len(kinds)
+        for j in range(len(kinds)):
+            if j in texts:
+                records[f"l{j}"] = width[j]
+                if width[j]:
+                    records[f"v{j}"] = np.asarray(texts[j], dtype=object)[index].astype(
+                        f"S{width[j]}"
+                    )
+            else:
+                records[f"l{j}"] = np.dtype(kinds[j]).itemsize
+                records[f"v{j}"] = numbers[j][index]
+        parts.append(records.tobytes())
+    parts.append(_BINARY_TRAILER)
+    return b"".join(parts)
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_text(rows: list[tuple[Any, ...]]) -> str:
+    """Render rows in COPY's text format: str() of a float is its exact shortest repr."""
+    if _has_special_text(rows):
+        return "".join("\t".join(map(_copy_field, row)) + "\n" for row in rows)
+    return "\n".join(["\t".join(map(str, row)) for row in rows]) + "\n"
+
+
+def _has_special_text(rows: list[tuple[Any, ...]]) -> bool:
+    texts = [i for i, value in enumerate(rows[0]) if isinstance(value, str) or value is None]
+    return any(
+        row[i] is None or _COPY_SPECIAL.search(row[i]) is not None for row in rows for i in texts
+    )
+
+
 def _copy_field(value: object) -> str:
-    """Render one value in COPY's text format."""
+    """Render one value in COPY's text format, escaping what the format reserves."""
     if value is None:
         return "\\N"
     if isinstance(value, float):
@@ -361,6 +469,24 @@ def _values(message: object, table: sa.Table, **extra: object) -> dict[str, obje
     """Return the table's columns filled from the message's fields of the same name, and extra."""
     names = [column.name for column in table.columns if column.name not in extra]
     return {name: getattr(message, name) for name in names if hasattr(message, name)} | extra
+
+
+def _tuples(messages: Sequence[Any], table: sa.Table, **extra: object) -> Rows:
+    """Return the table's column names and one tuple per message (its fields, then `extra`).
+
+    `msgspec.structs.astuple` and `itemgetter` run in C: no per-field Python work per row.
+    """
+    if not messages:
+        return [], []
+    fields = msgspec.structs.fields(messages[0])
+    kept = [
+        i for i, field in enumerate(fields) if field.name in table.c and field.name not in extra
+    ]
+    names = [fields[i].name for i in kept] + list(extra)
+    pick = operator.itemgetter(*kept)
+    tail = tuple(extra.values())
+    astuple = msgspec.structs.astuple
+    return names, [pick(astuple(m)) + tail for m in messages]
 
 
 def _is_nan(value: object) -> bool:

@@ -99,10 +99,12 @@ async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
             with metrics.INDICATOR_COMPUTE_SECONDS.time():
                 computed = await compute(engine, batch, bus)
             again = await republished(candles, computed, store)
-            if computed:
-                await store.save_indicators(computed)
-            if computed or again:
-                await bus.publish_many(Stream.INDICATORS, [*again, *computed])
+            # The database write runs in a worker thread while the publish waits on Redis: both
+            # are done before the ack, so a crash in between redelivers, never loses.
+            await asyncio.gather(
+                store.save_indicators(computed),
+                bus.publish_many(Stream.INDICATORS, [*again, *computed]),
+            )
             await bus.ack(batch)
         handled.inc(len(batch.entries))
         if computed:

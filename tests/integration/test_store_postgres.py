@@ -452,3 +452,25 @@ async def test_candle_history_returns_each_market_tail_in_one_query(
     assert [r.open_time_ms for r in history[markets[2]]] == [c.open_time_ms for c in ltc[:21]]
     assert history[markets[3]] == []
     assert history[markets[1]][-1].close == ada[-1].close
+
+
+async def test_bulk_copy_keeps_text_that_the_copy_format_reserves(store: Store) -> None:
+    reasons = ["tab\there", "back\\slash", "new\nline", "carriage\rreturn", "\\N", "plain"]
+    batch = [
+        SignalEmitted(
+            signal_id=f"s-{i}",
+            strategy="s",
+            exchange="binance",
+            symbol="ETH/BTC",
+            timeframe="1m",
+            open_time_ms=i * 60_000,
+            side="buy",
+            price=0.05 + i,
+            reason=reasons[i % len(reasons)],
+            candle_closed_at_ms=0,
+        )
+        for i in range(120)  # past the COPY threshold
+    ]
+    assert await store.save_signals(batch) == 120
+    stored = await store.signals_between(symbol="ETH/BTC", limit=200)
+    assert [(row.reason, row.price) for row in stored] == [(s.reason, s.price) for s in batch]
