@@ -48,7 +48,7 @@ class Stream(enum.StrEnum):
         return f"{self.value}.dead"
 
 
-class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False, gc=False):
     """Base of every wire message: carries the schema version and a partition key."""
 
     v: int = SCHEMA_VERSION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -81,6 +82,10 @@ def run_service(name: str, main: ServiceMain[S], settings: S) -> None:
     and the entries it had not acked are delivered again.
     """
     configure_logging(settings.log_level)
+    # Long-lived objects created at start never need scanning again, and a hot loop allocates
+    # many short-lived ones: fewer, cheaper collections.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)

@@ -79,38 +79,60 @@ async def compute(engine: IndicatorEngine, batch: Batch, bus: Bus) -> list[Indic
     return computed
 
 
+async def persist(
+    batch: Batch,
+    rows: list[IndicatorsComputed],
+    again: list[IndicatorsComputed],
+    bus: Bus,
+    store: Store,
+) -> None:
+    """Store and publish one batch's rows, then ack it.
+
+    The database write runs in a worker thread while the publish waits on Redis. Both are done
+    before the ack, so a crash in between redelivers and never loses.
+    """
+    await asyncio.gather(
+        store.save_indicators(rows), bus.publish_many(Stream.INDICATORS, [*again, *rows])
+    )
+    await bus.ack(batch)
+    metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.CANDLES).inc(len(batch.entries))
+    if rows:
+        metrics.STAGE_LATENCY.labels("indicators").observe(
+            (time.time() * 1000 - rows[-1].candle_closed_at_ms) / 1000
+        )
+
+
 async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
-    """Update every market's indicators per candle batch; store, publish, then ack."""
+    """Update every market's indicators per candle batch; store, publish, then ack.
+
+    Two stages overlap: while one batch is being stored and published, the next one is read
+    and computed (the engine's state moves in candle order either way).
+    """
     params = IndicatorParams()
     await asyncio.to_thread(warm_up_jit, params)  # compile (or load the cache) off the loop
     engine = IndicatorEngine(params)
     await restore(engine, store, settings)
-    handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.CANDLES)
     seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.CANDLES)
-    async for batch in bus.consume(
-        Stream.CANDLES,
-        group=SERVICE,
-        consumer=settings.consumer_name,
-        count=settings.batch_size,
-        block_ms=settings.block_ms,
-    ):
-        with seconds.time():
-            candles = [m for m in batch.messages if isinstance(m, CandleClosed)]
-            with metrics.INDICATOR_COMPUTE_SECONDS.time():
-                computed = await compute(engine, batch, bus)
-            again = await republished(candles, computed, store)
-            # The database write runs in a worker thread while the publish waits on Redis: both
-            # are done before the ack, so a crash in between redelivers, never loses.
-            await asyncio.gather(
-                store.save_indicators(computed),
-                bus.publish_many(Stream.INDICATORS, [*again, *computed]),
-            )
-            await bus.ack(batch)
-        handled.inc(len(batch.entries))
-        if computed:
-            metrics.STAGE_LATENCY.labels("indicators").observe(
-                (time.time() * 1000 - computed[-1].candle_closed_at_ms) / 1000
-            )
+    in_flight: asyncio.Future[None] | None = None
+    try:
+        async for batch in bus.consume(
+            Stream.CANDLES,
+            group=SERVICE,
+            consumer=settings.consumer_name,
+            count=settings.batch_size,
+            block_ms=settings.block_ms,
+        ):
+            with seconds.time():
+                candles = [m for m in batch.messages if isinstance(m, CandleClosed)]
+                with metrics.INDICATOR_COMPUTE_SECONDS.time():
+                    computed = await compute(engine, batch, bus)
+                again = await republished(candles, computed, store)
+            if in_flight is not None:
+                await in_flight  # one batch in flight: rows land in candle order, errors surface
+            in_flight = asyncio.ensure_future(persist(batch, computed, again, bus, store))
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
 
 
 if __name__ == "__main__":

@@ -126,39 +126,55 @@ async def compute_stored(
     cached = cache.get(key)
     if cached is not None:
         return cached
+    history, rows = await _load_range(store, key)
+    frame = _compute_range(history, rows, timeframe_ms=TIMEFRAME_MS[timeframe], params=params)
+    cache.put(key, frame)
+    return frame
+
+
+async def _load_range(store: Store, key: FrameKey) -> tuple[list[CandleRow], list[CandleRow]]:
+    """Return the warm-up candles stored before the key's range, and the range's candles."""
+    exchange, symbol, timeframe = key.exchange, key.symbol, key.timeframe
     rows = await store.candles_between(
         exchange=exchange,
         symbol=symbol,
         timeframe=timeframe,
-        start_ms=start_ms,
-        end_ms=end_ms,
-        limit=limit,
+        start_ms=key.start_ms,
+        end_ms=key.end_ms,
+        limit=key.limit,
     )
-    history: list[CandleRow] = []
-    if rows:
-        history = await store.candles_between(
-            exchange=exchange,
-            symbol=symbol,
-            timeframe=timeframe,
-            end_ms=rows[0].open_time_ms - 1,
-            limit=warm_up_history(params),
-        )
+    if not rows:
+        return [], []
+    history = await store.candles_between(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        end_ms=rows[0].open_time_ms - 1,
+        limit=warm_up_history(key.params),
+    )
+    return history, rows
+
+
+def _compute_range(
+    history: list[CandleRow],
+    rows: list[CandleRow],
+    *,
+    timeframe_ms: int,
+    params: IndicatorParams,
+) -> Frame:
+    """Compute over history and range together; return the range's columns, read-only."""
     candles = history + rows
     full = compute_frame(
         np.array([candle.open_time_ms for candle in candles], dtype=np.int64),
         np.array([candle.high for candle in candles], dtype=np.float64),
         np.array([candle.low for candle in candles], dtype=np.float64),
         np.array([candle.close for candle in candles], dtype=np.float64),
-        timeframe_ms=TIMEFRAME_MS[timeframe],
+        timeframe_ms=timeframe_ms,
         params=params,
-        # No candle, nothing to fill: the engine's gap layout wants at least one row.
-        fill_gaps=bool(candles),
     )
     frame: Frame = {}
     for name, column in full.items():
-        # Bounded on both sides: on no rows at all the engine's prev_* columns hold one NaN.
-        kept = column[len(history) : len(candles)]
+        kept = column[len(history) :]
         kept.setflags(write=False)  # a caller writing into it would corrupt later cache hits
         frame[name] = kept
-    cache.put(key, frame)
     return frame

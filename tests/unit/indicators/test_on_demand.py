@@ -293,3 +293,14 @@ def test_cache_rejects_nonsense_sizes() -> None:
         IndicatorCache(max_entries=0)
     with pytest.raises(ValueError, match="ttl_s"):
         IndicatorCache(ttl_s=0.0)
+
+
+async def test_unknown_timeframe_is_rejected(xmr_store: Store) -> None:
+    with pytest.raises(ValueError, match="unknown timeframe '7m'"):
+        await compute_stored(
+            xmr_store,
+            IndicatorCache(),
+            **MarketArgs(exchange="binance", symbol="XMR/BTC", timeframe="7m"),
+            params=CUSTOM,
+            limit=10,
+        )
