@@ -100,6 +100,9 @@ class RedisBus:
         )
         self._trim_script = self._redis.register_script(_TRIM_LUA)
         self._publish_script = self._redis.register_script(_PUBLISH_LUA)
+        # Entries are read on the hot path: take the parser's reply as it is rather than have
+        # the client rebuild it as per-entry dicts, and pick the one field out ourselves.
+        self._redis.set_response_callback("XREADGROUP", _as_is)
         self._max_deliveries = max_deliveries
         self._claim_idle_ms = claim_idle_ms
         self._retain_entries = retain_entries
@@ -219,7 +222,7 @@ class RedisBus:
             return await pipe.execute()
 
         reply, pending = await self._call(read)
-        rows = reply[0][1] if reply else []
+        rows = _stream_rows(reply)
         if not rows:
             return Batch(stream, group, [], consumer), None
         deliveries = {to_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
@@ -267,9 +270,9 @@ class RedisBus:
                 group, consumer, {stream.value: ">"}, count=count, block=block_ms
             )
         )
-        rows = reply[0][1] if reply else []
         raws = [
-            RawEntry(to_text(entry_id), fields.get(_FIELD_BYTES), 1) for entry_id, fields in rows
+            RawEntry(entry_id.decode(), _message_field(fields), 1)
+            for entry_id, fields in _stream_rows(reply)
         ]
         return await self._admit(stream, group, consumer, raws)
 
@@ -435,11 +438,34 @@ class RedisBus:
         await self._redis.aclose()
 
 
-def _raw_entry(
-    entry_id: bytes | str, fields: Mapping[bytes, bytes], deliveries: Mapping[str, int]
-) -> RawEntry:
+def _raw_entry(entry_id: bytes | str, fields: Any, deliveries: Mapping[str, int]) -> RawEntry:
     """Build a raw entry from a pending read: empty fields mean the entry was deleted."""
     text_id = to_text(entry_id)
-    return RawEntry(
-        text_id, fields.get(_FIELD_BYTES), deliveries.get(text_id, 1), deleted=not fields
-    )
+    return RawEntry(text_id, _message_field(fields), deliveries.get(text_id, 1), deleted=not fields)
+
+
+def _as_is(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _stream_rows(reply: Any) -> list[Any]:
+    """Return the [id, fields] rows of a one-stream XREADGROUP reply (RESP3 map or RESP2 list)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        rows: list[Any] = next(iter(reply.values()))
+        return rows
+    return list(reply[0][1])
+
+
+def _message_field(fields: Any) -> bytes | None:
+    """Return the message field of an entry's fields (a flat list, a map, or nothing)."""
+    if not fields:
+        return None
+    if isinstance(fields, dict):
+        found: bytes | None = fields.get(_FIELD_BYTES)
+        return found
+    if fields[0] == _FIELD_BYTES:
+        return bytes(fields[1])
+    pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+    return pairs.get(_FIELD_BYTES)
