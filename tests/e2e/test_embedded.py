@@ -29,9 +29,19 @@ def test_candlebus_up_serves_health_and_trades_the_synthetic_market_within_a_min
     log = (tmp_path / "up.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env={"PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(ROOT / ".numba-cache")},
     )
     base = f"http://127.0.0.1:{port}"

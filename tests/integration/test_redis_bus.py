@@ -503,7 +503,9 @@ async def test_publish_many_is_one_script_call_per_thousand_messages(
     ]
     assert all(b"EVALSHA" in write[:20] for write in CountingConnection.writes)
     assert await redis_bus.client.xlen("candles") == len(ids) == 2_500
-    assert len(set(ids)) == 2_500 and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(set(ids)) == 2_500 and ids == sorted(
+        ids, key=lambda i: tuple(map(int, i.split("-")))
+    )
     last = await redis_bus.last_message(Stream.CANDLES, candle(2_499).key)
     assert last == candle(2_499)
 
