@@ -45,6 +45,8 @@ async def republished(
     candles: list[CandleClosed], computed: list[IndicatorsComputed], store: Store
 ) -> list[IndicatorsComputed]:
     """Return the stored rows of candles seen before (a redelivery), to publish them again."""
+    if len(computed) == len(candles):
+        return []  # every candle was new: the usual case costs nothing
     fresh = {(m.key, m.open_time_ms) for m in computed}
     rows = []
     for candle in candles:

@@ -124,6 +124,22 @@ class Pipeline:
             text: str = response.read().decode()
             return text
 
+    def consuming(self) -> bool:
+        """True when every consumer group exists: each service is warmed up and reading."""
+        self.assert_running()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for group, stream in GROUPS.items():
+                if group not in self.processes:
+                    continue
+                if not client.exists(stream):
+                    return False
+                if group not in {g["name"].decode() for g in client.xinfo_groups(stream)}:
+                    return False
+            return True
+        finally:
+            client.close()
+
     def drained(self) -> bool:
         """True when every consumer group has read and acked everything on its stream."""
         self.assert_running()
