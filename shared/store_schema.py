@@ -40,14 +40,14 @@ def _market_columns() -> list[sa.Column[object]]:
 
 
 def _add_latest_index(table: sa.Table, values: tuple[str, ...]) -> None:
-    # Covering on Postgres so "latest N of one market" is an index-only scan; the exchange is
-    # included because callers may filter on it.
+    # Covering on Postgres (when `values` are given) so "latest N of one market" is an
+    # index-only scan; the exchange is included because callers may filter on it.
     sa.Index(
         f"ix_{table.name}_symbol_timeframe_time",
         table.c.symbol,
         table.c.timeframe,
         table.c.open_time_ms.desc(),
-        postgresql_include=["exchange", *values],
+        postgresql_include=["exchange", *values] if values else [],
     )
 
 
@@ -74,7 +74,9 @@ indicators = sa.Table(
         "exchange", "symbol", "timeframe", "open_time_ms", name="pk_indicators"
     ),
 )
-_add_latest_index(indicators, INDICATOR_VALUES)
+# Not covering: indicator rows are written at the full candle rate, and a covering index
+# would double the cost of every write for reads that the primary key also serves.
+_add_latest_index(indicators, ())
 
 signals = sa.Table(
     "signals",

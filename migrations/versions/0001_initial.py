@@ -48,7 +48,7 @@ def _market_columns() -> list[sa.Column[object]]:
 def _create_latest_index(table: str, values: list[str]) -> None:
     # INCLUDE is Postgres DDL: SQLite gets the same index without the covering columns.
     covering: dict[str, Any] = {}
-    if op.get_context().dialect.name == "postgresql":
+    if values and op.get_context().dialect.name == "postgresql":
         covering = {"postgresql_include": ["exchange", *values]}
     op.create_index(
         f"ix_{table}_symbol_timeframe_time",
@@ -81,7 +81,7 @@ def upgrade() -> None:
             "exchange", "symbol", "timeframe", "open_time_ms", name="pk_indicators"
         ),
     )
-    _create_latest_index("indicators", INDICATOR_VALUES)
+    _create_latest_index("indicators", [])  # not covering: written at the full candle rate
 
     op.create_table(
         "signals",
