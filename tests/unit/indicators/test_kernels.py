@@ -1,5 +1,6 @@
-"""Kernels against TA-Lib on real and generated candles, the bands against their formula, and
-the incremental shape against the batch one."""
+"""Kernels against TA-Lib on real and generated candles, the bands against their formula, the
+incremental shape against the batch one (over series and windows longer than the batch's
+blocks), and selected outputs against all of them."""
 
 from __future__ import annotations
 
@@ -286,4 +287,106 @@ def test_update_many_rejects_a_row_outside_the_state() -> None:
         kernels.update_many(
             state, np.array([2], np.int64), prices, prices, prices,
             np.empty((1, kernels.N_OUTPUTS)), *params.kernel_args,
+        )  # fmt: skip
+
+
+# Windows longer than one of the batch's blocks: every column's history spans blocks.
+LONG = IndicatorParams(
+    rsi_period=30,
+    stoch_period=200,
+    stoch_k_period=9,
+    stoch_d_period=17,
+    stochrsi_fastk_period=21,
+    stochrsi_fastd_period=8,
+    atr_period=40,
+    atr_ma_period=kernels._BLOCK + 300,
+)
+SEVERAL_BLOCKS = 3 * kernels._BLOCK + 123
+
+
+def stepped(high: Array, low: Array, close: Array, p: IndicatorParams) -> Array:
+    """Return the outputs of one market fed one candle per `update_many` call, per candle."""
+    state = kernels.new_state(1, p.state_width)
+    row = np.zeros(1, dtype=np.int64)
+    out = np.empty((close.size, kernels.N_OUTPUTS))
+    for t in range(close.size):
+        span = slice(t, t + 1)
+        kernels.update_many(
+            state, row, high[span], low[span], close[span], out[span], *p.kernel_args
+        )
+    return out.T
+
+
+@pytest.mark.parametrize(
+    "params", [IndicatorParams(), CUSTOM, LONG], ids=["default", "custom", "long"]
+)
+def test_batch_over_several_blocks_equals_the_incremental_step(params: IndicatorParams) -> None:
+    high, low, close = random_walk(np.random.default_rng(8), SEVERAL_BLOCKS, 2.0)
+    close[5_000:5_300] = close[4_999]  # a flat stretch inside a block
+    high[5_000:5_300] = low[5_000:5_300] = close[4_999]
+    columns = np.array(kernels.compute_batch(high, low, close, *params.kernel_args))
+    np.testing.assert_array_equal(columns, stepped(high, low, close, params))
+
+
+def test_batch_matches_talib_and_the_bands_formula_with_windows_longer_than_a_block() -> None:
+    high, low, close = random_walk(np.random.default_rng(9), SEVERAL_BLOCKS, 5.0)
+    assert_matches_talib(high, low, close, LONG)
+    ours = batch(high, low, close, LONG)
+    expected = reference_bands(talib.ATR(high, low, close, LONG.atr_period), LONG)
+    first = LONG.atr_period + LONG.atr_ma_period - 1
+    for name in ("volatility_ratio", "band_lower", "band_upper"):
+        assert np.isnan(ours[name][:first]).all(), name
+        np.testing.assert_allclose(ours[name][first:], expected[name][first:], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 25])
+def test_batch_of_fewer_candles_than_the_warm_up_is_nan_until_each_output_is_defined(
+    n: int,
+) -> None:
+    high, low, close = random_walk(np.random.default_rng(n), n, 1.0)
+    columns = np.array(kernels.compute_batch(high, low, close, *IndicatorParams().kernel_args))
+    assert columns.shape == (kernels.N_OUTPUTS, n)
+    np.testing.assert_array_equal(columns, stepped(high, low, close, IndicatorParams()))
+    assert np.isnan(columns[1:5]).all()  # K, D, fastk and fastd need 29 candles or more
+    assert np.isnan(columns[0, :14]).all() and not np.isnan(columns[0, 14:]).any()
+
+
+SELECTIONS = [
+    ("rsi", "stoch_k", "stoch_d", "atr", "band_lower", "band_upper"),
+    ("band_upper", "stoch_d", "rsi"),
+    ("stochrsi_fastk",),
+    ("stochrsi_fastd", "volatility_ratio"),
+    ("stoch_k",),
+    ("atr",),
+    (),
+]
+
+
+@pytest.mark.parametrize("names", SELECTIONS, ids=lambda names: "+".join(names) or "none")
+@pytest.mark.parametrize(
+    "params", [IndicatorParams(), CUSTOM, LONG], ids=["default", "custom", "long"]
+)
+def test_selected_outputs_equal_their_rows_of_all_outputs(
+    names: tuple[str, ...], params: IndicatorParams
+) -> None:
+    high, low, close = random_walk(np.random.default_rng(4), SEVERAL_BLOCKS, 1.0)
+    everything = np.array(kernels.compute_batch(high, low, close, *params.kernel_args))
+    outputs = np.array([kernels.OUTPUT_NAMES.index(name) for name in names], dtype=np.int64)
+    out = np.full((len(names), close.size), -7.0)  # every value must be overwritten
+    kernels.compute_selected_into(high, low, close, outputs, out, *params.kernel_args)
+    for row, k in enumerate(outputs):
+        np.testing.assert_array_equal(out[row], everything[k], err_msg=kernels.OUTPUT_NAMES[k])
+
+
+@pytest.mark.parametrize(
+    ("outputs", "rows"),
+    [([0, 0], 2), ([9], 1), ([-1], 1), ([0, 1], 3)],
+    ids=["repeated", "unknown", "negative", "rows-mismatch"],
+)
+def test_selected_rejects_a_bad_request(outputs: list[int], rows: int) -> None:
+    prices = np.linspace(1.0, 2.0, 50)
+    with pytest.raises(ValueError):
+        kernels.compute_selected_into(
+            prices, prices, prices, np.array(outputs, dtype=np.int64), np.empty((rows, 50)),
+            *IndicatorParams().kernel_args,
         )  # fmt: skip
