@@ -75,6 +75,16 @@ async def serve(name: str, main: ServiceMain[S], settings: S) -> None:
         log.info("%s stopped", name)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's event loop factory where it is installed (a faster loop), else None."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_service(name: str, main: ServiceMain[S], settings: S) -> None:
     """Run one service as a process: the only entry point every `__main__` calls.
 
@@ -89,4 +99,5 @@ def run_service(name: str, main: ServiceMain[S], settings: S) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
-    asyncio.run(serve(name, main, settings))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(name, main, settings))

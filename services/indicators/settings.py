@@ -18,4 +18,10 @@ class IndicatorsSettings(CommonSettings):
         "seed as (13/14)^n, so 2,000 candles restore state to far below 1e-12",
     )
     warmup_markets_per_query: int = Field(default=200, ge=1)
-    batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    batch_size: int = Field(
+        default=5_000,
+        ge=1,
+        le=100_000,
+        description="candles per read: larger batches amortise"
+        " each round trip when a backlog builds; a quiet stream still yields at once",
+    )
