@@ -19,7 +19,7 @@ from services.gateway.settings import GatewaySettings
 from shared.bus import RedisBus
 from shared.messages import Stream
 from shared.store import Store, create_engine
-from tests.unit.gateway.samples import OPEN_TIME_MS, candle, order, real_candles, signal
+from tests.fakes import OPEN_TIME_MS, candle, order, real_candles, signal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

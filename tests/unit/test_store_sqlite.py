@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import subprocess
@@ -21,17 +20,13 @@ from sqlalchemy.pool import QueuePool
 
 from shared.messages import (
     CandleClosed,
-    IndicatorsComputed,
-    OrderFilled,
-    OrderPlaced,
-    PositionChanged,
     SignalEmitted,
-    client_order_id,
     signal_id,
     to_builtins,
 )
 from shared.store import Store, create_engine, downgrade, metadata, upgrade
-from tests.conftest import ROOT, ohlcv_path
+from tests.conftest import ROOT
+from tests.fakes import execution, indicators_for, load_candles, nan_as_none
 
 TABLES = {
     "alembic_version",
@@ -43,96 +38,6 @@ TABLES = {
     "positions",
     "decisions",
 }
-
-
-def load_candles(name: str, symbol: str, count: int) -> list[CandleClosed]:
-    """Return the first `count` real one-minute candles of a data file as wire messages."""
-    with ohlcv_path(name).open() as file:
-        rows = json.load(file)[:count]
-    return [
-        CandleClosed(
-            exchange="binance",
-            symbol=symbol,
-            timeframe="1m",
-            open_time_ms=int(ms),
-            open=float(o),
-            high=float(h),
-            low=float(low),
-            close=float(c),
-            volume=float(v),
-            source="replay",
-            closed_at_ms=int(ms) + 60_000,
-        )
-        for ms, o, h, low, c, v in rows
-    ]
-
-
-def indicators_for(candles: list[CandleClosed]) -> list[IndicatorsComputed]:
-    """Return indicator messages for candles: NaN everywhere during a 14-candle warm-up."""
-    out = []
-    for i, candle in enumerate(candles):
-        value = (lambda x: x) if i >= 14 else (lambda x: math.nan)
-        fields = ["rsi", "stoch_k", "stoch_d", "stochrsi_fastk", "stochrsi_fastd", "atr"]
-        fields += ["volatility_ratio", "band_lower", "band_upper", "prev_stoch_k"]
-        fields += ["prev_band_lower", "prev_band_upper"]
-        values: dict[str, Any] = {
-            name: value(candle.close * (n + 1)) for n, name in enumerate(fields)
-        }
-        out.append(
-            IndicatorsComputed(
-                exchange=candle.exchange,
-                symbol=candle.symbol,
-                timeframe=candle.timeframe,
-                open_time_ms=candle.open_time_ms,
-                close=candle.close,
-                candle_closed_at_ms=candle.closed_at_ms,
-                **values,
-            )
-        )
-    return out
-
-
-def execution(signal: str, *, fill_id: str) -> dict[str, Any]:
-    """Return the order, fill and position messages the executor records for one signal."""
-    order_id = client_order_id(signal)
-    return {
-        "order": OrderPlaced(
-            client_order_id=order_id,
-            signal_id=signal,
-            side="sell",
-            quantity=1.5,
-            created_at_ms=1_700_000_000_000,
-            candle_closed_at_ms=1_699_999_999_000,
-            exchange="binance",
-            symbol="ETH/BTC",
-        ),
-        "fill": OrderFilled(
-            fill_id=fill_id,
-            client_order_id=order_id,
-            side="sell",
-            price=0.05,
-            quantity=1.5,
-            fee=0.0001,
-            filled_at_ms=1_700_000_000_050,
-            exchange="binance",
-            symbol="ETH/BTC",
-        ),
-        "position": PositionChanged(
-            quantity=0.0,
-            avg_price=0.0,
-            realized_pnl=0.012,
-            updated_at_ms=1_700_000_000_050,
-            cause_fill_id=fill_id,
-            exchange="binance",
-            symbol="ETH/BTC",
-        ),
-    }
-
-
-def nan_as_none(row: Any) -> tuple[Any, ...]:
-    """Return a row's fields with NaN as None, so rows compare equal when NaN matches NaN."""
-    values = (getattr(row, name) for name in row.__dataclass_fields__)
-    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
 
 
 def table_names(url: str) -> set[str]:
@@ -235,7 +140,7 @@ def test_pool_checkouts_and_overflow_are_reported_as_gauges(sqlite_url: str) -> 
 
 
 async def test_candle_batch_saved_twice_stores_each_candle_once(store: Store) -> None:
-    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 300)
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", "1m", 300)
     batch = candles + candles[:25]
     timed = REGISTRY.get_sample_value(
         "candlebus_db_query_seconds_count", {"operation": "save_candles"}
@@ -262,7 +167,7 @@ async def test_candle_batch_saved_twice_stores_each_candle_once(store: Store) ->
 async def test_candles_between_bounds_are_inclusive_and_without_start_gives_latest(
     store: Store,
 ) -> None:
-    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 60)
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", "1m", 60)
     await store.save_candles(candles)
     times = [c.open_time_ms for c in candles]
 
@@ -280,7 +185,7 @@ async def test_candles_between_bounds_are_inclusive_and_without_start_gives_late
 
 
 async def test_indicator_batch_saved_twice_keeps_nan_and_stores_once(store: Store) -> None:
-    rows = indicators_for(load_candles("XRP_ETH-1m.json", "XRP/ETH", 120))
+    rows = indicators_for(load_candles("XRP_ETH-1m.json", "XRP/ETH", "1m", 120))
 
     assert await store.save_indicators(rows + rows[:3]) == 120
     first = await store.indicators_between(symbol="XRP/ETH", timeframe="1m", limit=500)
@@ -341,8 +246,8 @@ async def test_replayed_execution_records_one_order_and_one_fill(store: Store) -
 async def test_candle_history_returns_each_market_tail_in_one_query(
     store: Store, statements: list[str]
 ) -> None:
-    xrp = load_candles("XRP_ETH-1m.json", "XRP/ETH", 200)
-    eth = load_candles("ETH_BTC-1m.json", "ETH/BTC", 200)
+    xrp = load_candles("XRP_ETH-1m.json", "XRP/ETH", "1m", 200)
+    eth = load_candles("ETH_BTC-1m.json", "ETH/BTC", "1m", 200)
     await store.save_candles(xrp + eth)
     markets = [("binance", "XRP/ETH", "1m"), ("binance", "ETH/BTC", "1m"), ("x", "NONE", "1m")]
     statements.clear()
@@ -387,7 +292,7 @@ async def test_candle_history_of_more_markets_than_sqlite_compounds_in_one_selec
 
 
 async def test_concurrent_writers_on_worker_threads_all_land(store: Store) -> None:
-    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", 400)
+    candles = load_candles("XRP_ETH-1m.json", "XRP/ETH", "1m", 400)
     chunks = [candles[start : start + 50] for start in range(0, 400, 50)]
 
     inserted = await asyncio.gather(*(store.save_candles(chunk) for chunk in chunks))

@@ -19,7 +19,7 @@ from services.gateway.settings import GatewaySettings
 from shared.bus import MemoryBus
 from shared.messages import CandleClosed, Message, Stream
 from shared.store import CandleRow, Store, create_engine, upgrade
-from tests.unit.gateway.samples import (
+from tests.fakes import (
     candle,
     fill,
     indicators,

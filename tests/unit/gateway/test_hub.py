@@ -18,7 +18,7 @@ from services.gateway.hub import (
     parse_channel,
 )
 from shared.messages import Message, Stream
-from tests.unit.gateway.samples import candle, indicators, order, signal
+from tests.fakes import candle, indicators, order, signal
 
 EVERY_CHANNEL = ("candles:*", "indicators:*", "signals", "orders", "fills", "positions")
 

@@ -1,11 +1,13 @@
-"""Sample wire messages for gateway tests: real ETH/BTC candles and one trade's messages."""
+"""Small builders shared by the tests: real candles as wire messages, one trade's messages."""
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from shared.messages import (
+    TIMEFRAME_MS,
     CandleClosed,
     IndicatorsComputed,
     OrderFilled,
@@ -137,3 +139,99 @@ def position(symbol: str = "ETH/BTC", open_time_ms: int = OPEN_TIME_MS) -> Posit
         updated_at_ms=filled.filled_at_ms,
         cause_fill_id=filled.fill_id,
     )
+
+
+def load_candles(name: str, symbol: str, timeframe: str, count: int) -> list[CandleClosed]:
+    """Return the first `count` real candles of a data file as wire messages."""
+    with ohlcv_path(name).open() as file:
+        rows = json.load(file)[:count]
+    return [
+        CandleClosed(
+            exchange="binance",
+            symbol=symbol,
+            timeframe=timeframe,
+            open_time_ms=int(ms),
+            open=float(o),
+            high=float(h),
+            low=float(low),
+            close=float(c),
+            volume=float(v),
+            source="replay",
+            closed_at_ms=int(ms) + TIMEFRAME_MS[timeframe],
+        )
+        for ms, o, h, low, c, v in rows
+    ]
+
+
+def indicators_for(candles: list[CandleClosed]) -> list[IndicatorsComputed]:
+    """Return indicator messages for candles, NaN during a 14-candle warm-up as the kernels do."""
+    out = []
+    for i, candle in enumerate(candles):
+        warm = i >= 14
+        value = (lambda x: x) if warm else (lambda x: math.nan)
+        out.append(
+            IndicatorsComputed(
+                exchange=candle.exchange,
+                symbol=candle.symbol,
+                timeframe=candle.timeframe,
+                open_time_ms=candle.open_time_ms,
+                close=candle.close,
+                rsi=value(40.0 + i % 20),
+                stoch_k=value(10.0 + i % 80),
+                stoch_d=value(12.5),
+                stochrsi_fastk=value(i % 100 / 1.0),
+                stochrsi_fastd=value(33.3),
+                atr=value(candle.high - candle.low),
+                volatility_ratio=value(1.25),
+                band_lower=value(candle.low * 0.99),
+                band_upper=value(candle.high * 1.01),
+                prev_stoch_k=value(9.0) if i > 14 else math.nan,
+                prev_band_lower=value(candle.low) if i > 14 else math.nan,
+                prev_band_upper=value(candle.high) if i > 14 else math.nan,
+                candle_closed_at_ms=candle.closed_at_ms,
+            )
+        )
+    return out
+
+
+def execution(signal: str, *, fill_id: str, quantity: float = 2.0) -> dict[str, Any]:
+    """Return the order, fill and position messages the executor records for one signal."""
+    order_id = client_order_id(signal)
+    return {
+        "order": OrderPlaced(
+            client_order_id=order_id,
+            signal_id=signal,
+            exchange="binance",
+            symbol="ETH/BTC",
+            side="buy",
+            quantity=quantity,
+            created_at_ms=1_700_000_000_000,
+            candle_closed_at_ms=1_699_999_999_000,
+        ),
+        "fill": OrderFilled(
+            fill_id=fill_id,
+            client_order_id=order_id,
+            exchange="binance",
+            symbol="ETH/BTC",
+            side="buy",
+            price=0.05,
+            quantity=quantity,
+            fee=0.0001,
+            filled_at_ms=1_700_000_000_050,
+        ),
+        "position": PositionChanged(
+            exchange="binance",
+            symbol="ETH/BTC",
+            quantity=quantity,
+            avg_price=0.05,
+            realized_pnl=0.0,
+            updated_at_ms=1_700_000_000_050,
+            cause_fill_id=fill_id,
+        ),
+    }
+
+
+def nan_as_none(row: Any) -> tuple[Any, ...]:
+    """Return a row's fields with NaN as None, so rows compare equal when NaN matches NaN."""
+    values = (getattr(row, name) for name in row.__dataclass_fields__)
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
