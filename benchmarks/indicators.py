@@ -40,7 +40,7 @@ from talipp.ohlcv import OHLCV
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.indicators import kernels
+from services.indicators import batch, kernels
 from services.indicators.engine import IndicatorParams
 from tests.conftest import DATA_DIR
 
@@ -49,8 +49,8 @@ Series = tuple[Array, Array, Array]  # high, low, close
 SUBSET = ("rsi", "stoch_k", "stoch_d", "atr", "band_lower", "band_upper")
 PARAMS = IndicatorParams()
 # The kernels, typed for the checker as what they are to Python: callables.
-compute_batch: Callable[..., tuple[Array, ...]] = kernels.compute_batch
-compute_selected_into: Callable[..., None] = kernels.compute_selected_into
+compute_batch: Callable[..., tuple[Array, ...]] = batch.compute_batch
+compute_selected_into: Callable[..., None] = batch.compute_selected_into
 new_state: Callable[..., Array] = kernels.new_state
 update_many: Callable[..., None] = kernels.update_many
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.indicators.batch import compute_batch, compute_batch_into
 from services.indicators.kernels import (
     LAST_BAND_LOWER,
     LAST_BAND_UPPER,
@@ -25,8 +26,6 @@ from services.indicators.kernels import (
     PARAM_NAMES,
     PREV_CLOSE,
     Params,
-    compute_batch,
-    compute_batch_into,
     new_state,
     state_width,
     update_many,

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from services.indicators import kernels
+from services.indicators import batch, kernels
 from services.indicators.engine import (
     IndicatorEngine,
     IndicatorParams,
@@ -100,8 +100,8 @@ def by_time(*series: Series) -> list[CandleClosed]:
 
 def windows(candles: list[CandleClosed], width_ms: int) -> Iterator[list[CandleClosed]]:
     """Group time-ordered candles into batches of `width_ms` (what a consumer reads at once)."""
-    for _, batch in itertools.groupby(candles, key=lambda c: c.open_time_ms // width_ms):
-        yield list(batch)
+    for _, window in itertools.groupby(candles, key=lambda c: c.open_time_ms // width_ms):
+        yield list(window)
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_params_pass_every_field_to_the_kernels_in_their_order() -> None:
 def test_warm_up_candles_is_the_first_index_with_every_output(params: IndicatorParams) -> None:
     rng = np.random.default_rng(2)
     close = 50.0 + np.cumsum(rng.normal(size=200))
-    columns = np.array(kernels.compute_batch(close + 1, close - 1, close, *params.kernel_args))
+    columns = np.array(batch.compute_batch(close + 1, close - 1, close, *params.kernel_args))
     complete = np.asarray(~np.isnan(columns).any(axis=0))
     assert complete.argmax() == params.warm_up_candles
     assert complete[params.warm_up_candles :].all()
@@ -191,7 +191,7 @@ def test_compute_frame_is_the_batch_over_filled_candles_at_the_input_rows() -> N
         series.times, series.close, series.high, series.low, series.close, series.close, 60_000
     )
     assert (~is_real).sum() > 1_000  # the file really has gaps
-    filled = np.array(kernels.compute_batch(high, low, close, *IndicatorParams().kernel_args))
+    filled = np.array(batch.compute_batch(high, low, close, *IndicatorParams().kernel_args))
     np.testing.assert_array_equal(frame["open_time_ms"], series.times)
     np.testing.assert_array_equal(frame["close"], series.close)
     for k, name in enumerate(kernels.OUTPUT_NAMES):
@@ -327,4 +327,4 @@ def test_warm_replaces_the_state_a_market_had() -> None:
 
 def test_warm_up_jit_runs_every_kernel_with_the_given_params() -> None:
     warm_up_jit(CUSTOM)
-    assert kernels.update_many.signatures and kernels.compute_batch_into.signatures
+    assert kernels.update_many.signatures and batch.compute_batch_into.signatures

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import talib
 
+from services.indicators import batch as batch_kernels
 from services.indicators import kernels
 from services.indicators.engine import IndicatorParams
 from tests.conftest import DATA_DIR
@@ -76,7 +77,7 @@ def talib_reference(high: Array, low: Array, close: Array, p: IndicatorParams) -
 
 
 def batch(high: Array, low: Array, close: Array, p: IndicatorParams) -> dict[str, Array]:
-    columns = kernels.compute_batch(high, low, close, *p.kernel_args)
+    columns = batch_kernels.compute_batch(high, low, close, *p.kernel_args)
     return dict(zip(kernels.OUTPUT_NAMES, columns, strict=True))
 
 
@@ -223,9 +224,9 @@ def test_bands_follow_the_formula_when_a_flat_window_makes_the_ratio_zero_over_z
 def test_batch_into_numpy_array_equals_batch() -> None:
     high, low, close = random_walk(np.random.default_rng(1), 500, 3.0)
     out = np.empty((kernels.N_OUTPUTS, close.size))
-    kernels.compute_batch_into(high, low, close, out, *CUSTOM.kernel_args)
+    batch_kernels.compute_batch_into(high, low, close, out, *CUSTOM.kernel_args)
     np.testing.assert_array_equal(
-        out, np.array(kernels.compute_batch(high, low, close, *CUSTOM.kernel_args))
+        out, np.array(batch_kernels.compute_batch(high, low, close, *CUSTOM.kernel_args))
     )
 
 
@@ -251,7 +252,9 @@ def test_update_many_for_10000_markets_in_one_call_equals_per_market_results(
         together[t, rows] = out
 
     for market in range(n_markets):
-        expected = np.array(kernels.compute_batch(high[market], low[market], close[market], *args))
+        expected = np.array(
+            batch_kernels.compute_batch(high[market], low[market], close[market], *args)
+        )
         np.testing.assert_array_equal(together[:, market].T, expected)
         np.testing.assert_array_equal(
             state[market], kernels.warm_state(high[market], low[market], close[market], *args)
@@ -299,9 +302,9 @@ LONG = IndicatorParams(
     stochrsi_fastk_period=21,
     stochrsi_fastd_period=8,
     atr_period=40,
-    atr_ma_period=kernels._BLOCK + 300,
+    atr_ma_period=batch_kernels._BLOCK + 300,
 )
-SEVERAL_BLOCKS = 3 * kernels._BLOCK + 123
+SEVERAL_BLOCKS = 3 * batch_kernels._BLOCK + 123
 
 
 def stepped(high: Array, low: Array, close: Array, p: IndicatorParams) -> Array:
@@ -324,7 +327,7 @@ def test_batch_over_several_blocks_equals_the_incremental_step(params: Indicator
     high, low, close = random_walk(np.random.default_rng(8), SEVERAL_BLOCKS, 2.0)
     close[5_000:5_300] = close[4_999]  # a flat stretch inside a block
     high[5_000:5_300] = low[5_000:5_300] = close[4_999]
-    columns = np.array(kernels.compute_batch(high, low, close, *params.kernel_args))
+    columns = np.array(batch_kernels.compute_batch(high, low, close, *params.kernel_args))
     np.testing.assert_array_equal(columns, stepped(high, low, close, params))
 
 
@@ -344,7 +347,9 @@ def test_batch_of_fewer_candles_than_the_warm_up_is_nan_until_each_output_is_def
     n: int,
 ) -> None:
     high, low, close = random_walk(np.random.default_rng(n), n, 1.0)
-    columns = np.array(kernels.compute_batch(high, low, close, *IndicatorParams().kernel_args))
+    columns = np.array(
+        batch_kernels.compute_batch(high, low, close, *IndicatorParams().kernel_args)
+    )
     assert columns.shape == (kernels.N_OUTPUTS, n)
     np.testing.assert_array_equal(columns, stepped(high, low, close, IndicatorParams()))
     assert np.isnan(columns[1:5]).all()  # K, D, fastk and fastd need 29 candles or more
@@ -370,10 +375,10 @@ def test_selected_outputs_equal_their_rows_of_all_outputs(
     names: tuple[str, ...], params: IndicatorParams
 ) -> None:
     high, low, close = random_walk(np.random.default_rng(4), SEVERAL_BLOCKS, 1.0)
-    everything = np.array(kernels.compute_batch(high, low, close, *params.kernel_args))
+    everything = np.array(batch_kernels.compute_batch(high, low, close, *params.kernel_args))
     outputs = np.array([kernels.OUTPUT_NAMES.index(name) for name in names], dtype=np.int64)
     out = np.full((len(names), close.size), -7.0)  # every value must be overwritten
-    kernels.compute_selected_into(high, low, close, outputs, out, *params.kernel_args)
+    batch_kernels.compute_selected_into(high, low, close, outputs, out, *params.kernel_args)
     for row, k in enumerate(outputs):
         np.testing.assert_array_equal(out[row], everything[k], err_msg=kernels.OUTPUT_NAMES[k])
 
@@ -386,7 +391,7 @@ def test_selected_outputs_equal_their_rows_of_all_outputs(
 def test_selected_rejects_a_bad_request(outputs: list[int], rows: int) -> None:
     prices = np.linspace(1.0, 2.0, 50)
     with pytest.raises(ValueError):
-        kernels.compute_selected_into(
+        batch_kernels.compute_selected_into(
             prices, prices, prices, np.array(outputs, dtype=np.int64), np.empty((rows, 50)),
             *IndicatorParams().kernel_args,
         )  # fmt: skip
