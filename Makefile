@@ -30,6 +30,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 bench: install services  ## performance runs; figures go to BENCHMARKS.md
+	$(BIN)/python benchmarks/indicators.py
 	$(BIN)/python benchmarks/pipeline.py
 
 clean:
