@@ -183,14 +183,17 @@ class Store:
         self, *, exchange: str, symbol: str, timeframe: str, open_time_ms: int
     ) -> IndicatorsComputed | None:
         """Return the indicators stored for one candle as the wire message, if any."""
-        return await self._run(
-            "indicator_at",
-            queries.select_indicator,
-            exchange=exchange,
-            symbol=symbol,
-            timeframe=timeframe,
-            open_time_ms=open_time_ms,
-        )
+        found = await self.indicators_at([(exchange, symbol, timeframe, open_time_ms)])
+        return found[0] if found else None
+
+    async def indicators_at(
+        self, candles: Sequence[tuple[str, str, str, int]]
+    ) -> list[IndicatorsComputed]:
+        """Return the stored indicators of many (exchange, symbol, timeframe, open time)
+        candles as wire messages, oldest first; candles without a row are left out."""
+        if not candles:
+            return []
+        return await self._run("indicators_at", queries.select_indicators, candles=candles)
 
     async def indicators_between(
         self,

@@ -331,21 +331,33 @@ def select_history(
     return history
 
 
-def select_indicator(
-    conn: Connection, *, exchange: str, symbol: str, timeframe: str, open_time_ms: int
-) -> IndicatorsComputed | None:
-    """Return the stored indicators of one candle as the wire message, NaN restored."""
-    statement = sa.select(*_columns(indicators, IndicatorRow)).where(
-        *market_conditions(indicators, exchange=exchange, symbol=symbol, timeframe=timeframe),
-        indicators.c.open_time_ms == open_time_ms,
+def select_indicators(
+    conn: Connection, *, candles: Sequence[tuple[str, str, str, int]]
+) -> list[IndicatorsComputed]:
+    """Return the stored indicators of (exchange, symbol, timeframe, open time) candles, in one
+    query per chunk, as wire messages with NaN restored, oldest first."""
+    key = sa.tuple_(
+        indicators.c.exchange,
+        indicators.c.symbol,
+        indicators.c.timeframe,
+        indicators.c.open_time_ms,
     )
-    row = conn.execute(statement).first()
-    if row is None:
-        return None
-    values = _row(IndicatorRow, row)
-    return IndicatorsComputed(
-        **{field.name: getattr(values, field.name) for field in fields(values)}
-    )
+    found: list[IndicatorsComputed] = []
+    for start in range(0, len(candles), _SQLITE_MARKETS_PER_QUERY):
+        chunk = list(candles[start : start + _SQLITE_MARKETS_PER_QUERY])
+        statement = (
+            sa.select(*_columns(indicators, IndicatorRow))
+            .where(key.in_(chunk))
+            .order_by(indicators.c.open_time_ms)
+        )
+        for row in conn.execute(statement):
+            values = _row(IndicatorRow, row)
+            found.append(
+                IndicatorsComputed(
+                    **{field.name: getattr(values, field.name) for field in fields(values)}
+                )
+            )
+    return found
 
 
 def insert_execution(

@@ -48,19 +48,12 @@ async def republished(
     if len(computed) == len(candles):
         return []  # every candle was new: the usual case costs nothing
     fresh = {(m.key, m.open_time_ms) for m in computed}
-    rows = []
-    for candle in candles:
-        if (candle.key, candle.open_time_ms) in fresh:
-            continue
-        row = await store.indicator_at(
-            exchange=candle.exchange,
-            symbol=candle.symbol,
-            timeframe=candle.timeframe,
-            open_time_ms=candle.open_time_ms,
-        )
-        if row is not None:
-            rows.append(row)
-    return rows
+    seen = [
+        (c.exchange, c.symbol, c.timeframe, c.open_time_ms)
+        for c in candles
+        if (c.key, c.open_time_ms) not in fresh
+    ]
+    return await store.indicators_at(seen)  # one query, however many were redelivered
 
 
 async def compute(engine: IndicatorEngine, batch: Batch, bus: Bus) -> list[IndicatorsComputed]:

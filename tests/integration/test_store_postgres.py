@@ -212,6 +212,21 @@ async def test_indicator_batch_saved_twice_keeps_nan_and_stores_once(store: Stor
     }
 
 
+async def test_indicators_of_many_candles_come_back_in_one_query(
+    store: Store, statements: list[tuple[str, Any]]
+) -> None:
+    rows = indicators_for(load_candles("ETH_BTC-1m.json", "ETH/BTC", "1m", 1_000))
+    await store.save_indicators(rows)
+    wanted = [("binance", "ETH/BTC", "1m", r.open_time_ms) for r in rows[::3]]
+    missing = [("binance", "ETH/BTC", "1m", 1), ("kraken", "ETH/BTC", "1m", rows[0].open_time_ms)]
+
+    statements.clear()
+    found = await store.indicators_at([*missing, *wanted])
+
+    assert len(statements) == 1
+    assert [to_builtins(m) for m in found] == [to_builtins(r) for r in rows[::3]]
+
+
 async def test_signals_saved_twice_are_stored_once(store: Store) -> None:
     signals = [
         SignalEmitted(
