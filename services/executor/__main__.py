@@ -33,8 +33,10 @@ async def republish(signal_id: str, store: Store, bus: Bus) -> None:
 
 async def execute(
     signal: SignalEmitted, broker: PaperBroker, store: Store, bus: Bus, settings: ExecutorSettings
-) -> None:
+) -> bool:
     """Decide a signal once: place, fill and record its one order, or record why not.
+
+    Return True when this call recorded a new order.
 
     A signal seen before (a redelivery, or a duplicate published after a crash upstream) is
     never decided again: its order's events are published again, or nothing happens.
@@ -43,7 +45,7 @@ async def execute(
     if decided is not None:
         if decided.outcome == "ordered":
             await republish(signal.signal_id, store, bus)
-        return
+        return False
     position = await store.position(exchange=signal.exchange, symbol=signal.symbol)
     quantity = order_quantity(signal, position, quote_amount=settings.order_quote_amount)
     # Times derive from the candle, so a redelivered signal rebuilds identical messages.
@@ -54,7 +56,7 @@ async def execute(
         ):
             metrics.ORDERS_SKIPPED.labels(quantity.reason).inc()
             log.info("no order for %s: %s", signal.signal_id, quantity.reason)
-        return
+        return False
     order = OrderPlaced(
         client_order_id=client_order_id(signal.signal_id),
         signal_id=signal.signal_id,
@@ -68,7 +70,7 @@ async def execute(
     fill = broker.fill(order, price=signal.price, now_ms=decided_at_ms)
     new_position = apply_fill(position, fill)
     if not await store.record_execution(order=order, fill=fill, position=new_position):
-        return  # another delivery recorded it first
+        return False  # another delivery recorded it first
     await bus.publish(Stream.ORDERS, order)
     await bus.publish(Stream.FILLS, fill)
     await bus.publish(Stream.POSITIONS, new_position)
@@ -86,11 +88,20 @@ async def execute(
         order.client_order_id,
         signal.signal_id,
     )
+    return True
+
+
+async def export_book(store: Store) -> None:
+    """Set the open-positions and realized-PnL gauges from the stored positions."""
+    positions = await store.positions()
+    metrics.OPEN_POSITIONS.set(sum(1 for p in positions if p.quantity > 0))
+    metrics.REALIZED_PNL.set(sum(p.realized_pnl for p in positions))
 
 
 async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
     """Execute every signal in order; ack only after its order is durable and published."""
     broker = PaperBroker(slippage_bps=settings.slippage_bps, fee_bps=settings.fee_bps)
+    await export_book(store)
     handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.SIGNALS)
     seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.SIGNALS)
     async for batch in bus.consume(
@@ -101,11 +112,14 @@ async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
         block_ms=settings.block_ms,
     ):
         with seconds.time():
+            ordered = False
             for message in batch.messages:
                 assert isinstance(message, SignalEmitted)
-                await execute(message, broker, store, bus, settings)
+                ordered |= await execute(message, broker, store, bus, settings)
             await bus.ack(batch)
         handled.inc(len(batch.entries))
+        if ordered:
+            await export_book(store)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.executor.__main__ import execute
+from services.executor.__main__ import execute, export_book
 from services.executor.broker import PaperBroker
 from services.executor.settings import ExecutorSettings
+from shared import metrics
 from shared.bus import MemoryBus
 from shared.messages import SignalEmitted, Stream, signal_id
 from shared.store import Store, create_engine, upgrade
@@ -85,3 +86,14 @@ async def test_a_skipped_signal_redelivered_after_the_position_changed_stays_ski
     )
     flat = await store.position(exchange="x", symbol="A/B")
     assert flat is not None and flat.quantity == 0.0
+
+
+async def test_book_gauges_follow_the_stored_positions(store: Store) -> None:
+    bus = MemoryBus()
+    assert await execute(signal(0, "buy", 2.0), BROKER, store, bus, SETTINGS) is True
+    await export_book(store)
+    assert metrics.OPEN_POSITIONS._value.get() == 1
+    assert await execute(signal(1, "sell", 2.5), BROKER, store, bus, SETTINGS) is True
+    await export_book(store)
+    assert metrics.OPEN_POSITIONS._value.get() == 0
+    assert metrics.REALIZED_PNL._value.get() == pytest.approx(0.5 * (2.5 - 2.0))
