@@ -124,33 +124,27 @@ class Pipeline:
             text: str = response.read().decode()
             return text
 
-    def consuming(self) -> bool:
-        """True when every consumer group exists: each service is warmed up and reading."""
+    def groups(self) -> dict[str, dict[str, object] | None]:
+        """Return each service's consumer group as XINFO GROUPS reports it (None if absent)."""
         self.assert_running()
         client = redis.Redis.from_url(self.redis_url)
         try:
+            found: dict[str, dict[str, object] | None] = {}
             for group, stream in GROUPS.items():
-                if group not in self.processes:
-                    continue
-                if not client.exists(stream):
-                    return False
-                if group not in {g["name"].decode() for g in client.xinfo_groups(stream)}:
-                    return False
-            return True
+                info = client.xinfo_groups(stream) if client.exists(stream) else []
+                found[group] = next((g for g in info if g["name"].decode() == group), None)
+            return found
         finally:
             client.close()
 
+    def consuming(self) -> bool:
+        """True when the running consumers' groups exist: each is warmed up and reading."""
+        groups = self.groups()
+        return all(groups[name] is not None for name in GROUPS if name in self.processes)
+
     def drained(self) -> bool:
         """True when every consumer group has read and acked everything on its stream."""
-        self.assert_running()
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            for group, stream in GROUPS.items():
-                if not client.exists(stream):
-                    return False
-                info = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
-                if group not in info or info[group]["pending"] or info[group]["lag"]:
-                    return False
-            return True
-        finally:
-            client.close()
+        return all(
+            info is not None and not info["pending"] and not info["lag"]
+            for info in self.groups().values()
+        )
