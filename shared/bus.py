@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from shared.bus_memory import MemoryBus
@@ -62,10 +62,20 @@ class Bus(Protocol):
         """Return up to `count` entries with ids strictly after `after_id` (no group involved)."""
         ...
 
+    async def last_id(self, stream: Stream) -> str:
+        """Return the id of the stream's last entry (`"0-0"` if it has none)."""
+        ...
+
     def tail(
-        self, streams: Sequence[Stream], *, block_ms: int, count: int
+        self,
+        streams: Sequence[Stream],
+        *,
+        block_ms: int,
+        count: int,
+        after: Mapping[Stream, str] | None = None,
     ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
-        """Yield every new entry of the streams (plain XREAD from "now"); no group, no ack."""
+        """Yield every new entry of the streams (plain XREAD from "now", or from the ids in
+        `after` for the streams it names); no group, no ack."""
         ...
 
     async def group_info(self, stream: Stream) -> list[GroupInfo]:

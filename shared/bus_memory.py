@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared import metrics
@@ -26,6 +26,7 @@ from shared.bus_types import (
     parse_dead_letter,
     parse_id,
     record_entry_dead_letter,
+    retained,
     triage_batch,
 )
 from shared.messages import Message, Stream, decode, encode
@@ -87,11 +88,13 @@ class MemoryBus:
         max_deliveries: int = 5,
         claim_idle_ms: int = 30_000,
         retain_entries: int = 100_000,
+        retain_ticks: int = 1_000,
         trim_interval_s: float = 5.0,
     ) -> None:
         self._max_deliveries = max_deliveries
         self._claim_idle_ms = claim_idle_ms
         self._retain_entries = retain_entries
+        self._retain_ticks = retain_ticks
         self._trim_schedule = TrimSchedule(trim_interval_s)
         self._logs: dict[str, _Log] = {}
         self._last: dict[str, dict[str, bytes]] = {}
@@ -105,6 +108,7 @@ class MemoryBus:
             max_deliveries=settings.max_deliveries,
             claim_idle_ms=settings.claim_idle_ms,
             retain_entries=settings.stream_retain_entries,
+            retain_ticks=settings.stream_retain_ticks,
         )
 
     def _log_of(self, name: str) -> _Log:
@@ -252,11 +256,27 @@ class MemoryBus:
                 out.append((format_id(entry_id), message))
         return out
 
+    async def last_id(self, stream: Stream) -> str:
+        """Return the id of the stream's last entry (`"0-0"` if it has none)."""
+        return format_id(self._log_of(stream.value).last_id)
+
     async def tail(
-        self, streams: Sequence[Stream], *, block_ms: int, count: int
+        self,
+        streams: Sequence[Stream],
+        *,
+        block_ms: int,
+        count: int,
+        after: Mapping[Stream, str] | None = None,
     ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
-        """Yield every entry added to the streams after the call; no group, no ack."""
-        cursors = {stream: self._log_of(stream.value).last_id for stream in streams}
+        """Yield every entry added to the streams after the call (or after the ids in `after`);
+        no group, no ack."""
+        start = after or {}
+        cursors = {
+            stream: parse_id(start[stream])
+            if stream in start
+            else self._log_of(stream.value).last_id
+            for stream in streams
+        }
         while True:
             await asyncio.sleep(0)  # as in consume: a long backlog must not starve the loop
             out: list[tuple[Stream, str, Message]] = []
@@ -294,7 +314,7 @@ class MemoryBus:
         log = self._logs.get(stream.value)
         if log is None:
             return 0
-        cut = max(0, len(log.ids) - self._retain_entries)
+        cut = max(0, len(log.ids) - retained(stream, self._retain_entries, self._retain_ticks))
         for state in log.groups.values():
             # The oldest entry this group still needs: pending, or not yet delivered.
             ms, seq = state.last_delivered

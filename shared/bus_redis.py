@@ -34,6 +34,7 @@ from shared.bus_types import (
     parse_dead_letter,
     parse_id,
     record_entry_dead_letter,
+    retained,
     to_text,
     triage_batch,
 )
@@ -46,6 +47,7 @@ T = TypeVar("T")
 
 _FIELD_BYTES = FIELD.encode()  # the entry field, as Redis replies spell it
 _PUBLISH_CHUNK = 1_000  # messages per script call (one round trip, one command)
+_BUS_DEAD_LETTER_REASONS = ("undecodable", "max_deliveries")  # the bus's own (bus_types)
 
 # Append a chunk of entries and record the last message per key, atomically, in one command:
 # ARGV holds (key, payload) pairs in publication order, so HSET keeps each key's last payload.
@@ -91,6 +93,7 @@ class RedisBus:
         max_deliveries: int = 5,
         claim_idle_ms: int = 30_000,
         retain_entries: int = 100_000,
+        retain_ticks: int = 1_000,
         trim_interval_s: float = 5.0,
         retry_delays_s: Sequence[float] = _RETRY_DELAYS_S,
     ) -> None:
@@ -106,8 +109,10 @@ class RedisBus:
         self._max_deliveries = max_deliveries
         self._claim_idle_ms = claim_idle_ms
         self._retain_entries = retain_entries
+        self._retain_ticks = retain_ticks
         self._trim_schedule = TrimSchedule(trim_interval_s)
         self._retry_delays_s = tuple(retry_delays_s)
+        self._published: set[Stream] = set()
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> RedisBus:
@@ -117,6 +122,7 @@ class RedisBus:
             max_deliveries=settings.max_deliveries,
             claim_idle_ms=settings.claim_idle_ms,
             retain_entries=settings.stream_retain_entries,
+            retain_ticks=settings.stream_retain_ticks,
         )
 
     @property
@@ -143,6 +149,7 @@ class RedisBus:
 
     async def publish_many(self, stream: Stream, messages: Sequence[Message]) -> list[str]:
         """Append messages, one atomic script call per chunk; return their entry ids."""
+        self._published.add(stream)
         ids: list[str] = []
         for start in range(0, len(messages), _PUBLISH_CHUNK):
             ids += await self._publish_chunk(stream, messages[start : start + _PUBLISH_CHUNK])
@@ -172,6 +179,8 @@ class RedisBus:
     ) -> AsyncIterator[Batch]:
         """Yield batches: own pending entries first, then reclaimed idle ones and new ones."""
         await self._create_group(stream, group)
+        for reason in _BUS_DEAD_LETTER_REASONS:
+            metrics.DEAD_LETTERS.labels(stream=stream.value, reason=reason)
         cursor: str | None = "0"
         while cursor is not None:
             batch, cursor = await self._reread_pending(stream, group, consumer, count, cursor)
@@ -342,12 +351,22 @@ class RedisBus:
         return out
 
     async def tail(
-        self, streams: Sequence[Stream], *, block_ms: int, count: int
+        self,
+        streams: Sequence[Stream],
+        *,
+        block_ms: int,
+        count: int,
+        after: Mapping[Stream, str] | None = None,
     ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
-        """Yield every entry added to the streams after the call; no group, no ack."""
+        """Yield every entry added to the streams after the call (or after the ids in `after`);
+        no group, no ack."""
         # Resolve "$" once per stream, then follow the ids read: nothing added in between
         # two reads is missed, on any stream.
-        cursors = {stream: await self._last_id(stream) for stream in streams}
+        start = after or {}
+        cursors = {
+            stream: start[stream] if stream in start else await self.last_id(stream)
+            for stream in streams
+        }
         wait_ms = max(1, min(block_ms, _MAX_BLOCK_MS))
         while True:
             reply: Any = await self._call(
@@ -366,7 +385,8 @@ class RedisBus:
             if out:
                 yield out
 
-    async def _last_id(self, stream: Stream) -> str:
+    async def last_id(self, stream: Stream) -> str:
+        """Return the id of the stream's last entry (`"0-0"` if it has none)."""
         rows: Any = await self._call(lambda: self._redis.xrevrange(stream.value, "+", "-", count=1))
         return to_text(rows[0][0]) if rows else "0-0"
 
@@ -391,18 +411,26 @@ class RedisBus:
             for g in groups
         ]
 
+    async def export_published_group_metrics(self) -> None:
+        """Set the lag and pending gauges of every group that reads a stream published here.
+
+        The producer's view of its consumers keeps moving when a consumer is stuck, or dead,
+        and has stopped reporting its own: that is when its lag grows.
+        """
+        for stream in sorted(self._published):
+            export_group_metrics(stream, await self.group_info(stream))
+
     async def trim(self, stream: Stream) -> int:
         """Trim entries every group has read and acked, keeping the newest `retain_entries`."""
         groups = await self.group_info(stream)
+        keep = retained(stream, self._retain_entries, self._retain_ticks)
         if not groups:
             trimmed = await self._call(
-                lambda: self._redis.xtrim(
-                    stream.value, maxlen=self._retain_entries, approximate=True
-                )
+                lambda: self._redis.xtrim(stream.value, maxlen=keep, approximate=True)
             )
             return int(trimmed)
         safe = await self._safe_trim_point(stream, groups)
-        args: list[str | int] = [f"({format_id(safe)}", self._retain_entries, _TRIM_SCAN_LIMIT]
+        args: list[str | int] = [f"({format_id(safe)}", keep, _TRIM_SCAN_LIMIT]
         total = 0
         for _ in range(_TRIM_MAX_ROUNDS):
             scanned, trimmed = await self._call(

@@ -17,6 +17,12 @@ FIELD = "m"  # the one field of every entry: the msgpack-encoded message
 METRICS_INTERVAL_S = 1.0
 
 
+def retained(stream: Stream, retain_entries: int, retain_ticks: int) -> int:
+    """Return how many read entries a trim keeps on `stream`. The ticks stream has its own
+    figure: an entry there holds a whole batch of candles, and only the executor reads it."""
+    return retain_ticks if stream is Stream.TICKS else retain_entries
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One decoded stream entry: its id (`"<ms>-<seq>"`), its message, and how often delivered."""

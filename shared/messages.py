@@ -41,6 +41,7 @@ class Stream(enum.StrEnum):
     ORDERS = "orders"
     FILLS = "fills"
     POSITIONS = "positions"
+    TICKS = "ticks"
 
     @property
     def dead_letter(self) -> str:
@@ -104,6 +105,11 @@ class IndicatorsComputed(Message, frozen=True, kw_only=True):
     prev_band_lower: float
     prev_band_upper: float
     candle_closed_at_ms: int
+    # The candle's other prices, for consumers that trade on it (NaN from older producers;
+    # stored rows keep the close only).
+    open: float = math.nan
+    high: float = math.nan
+    low: float = math.nan
 
     @property
     def key(self) -> str:
@@ -181,8 +187,47 @@ class PositionChanged(Message, frozen=True, kw_only=True):
         return f"{self.exchange}:{self.symbol}"
 
 
+class Tick(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One candle as the strategy saw it: its prices, its ATR, and its signal if it made one
+    (`side` and `signal_id` empty otherwise)."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    atr: float
+    side: str
+    signal_id: str
+    candle_closed_at_ms: int
+
+    @property
+    def key(self) -> str:
+        return market_key(self.exchange, self.symbol, self.timeframe)
+
+
+class TicksDecided(Message, frozen=True, kw_only=True):
+    """Every candle of one batch of the signals service, in order, with its signals: the one
+    ordered input a trader needs (fills at the next candle's open, exits on every candle)."""
+
+    ticks: list[Tick]
+
+    @property
+    def key(self) -> str:
+        return self.ticks[-1].key if self.ticks else ""
+
+
 AnyMessage: TypeAlias = (
-    CandleClosed | IndicatorsComputed | SignalEmitted | OrderPlaced | OrderFilled | PositionChanged
+    CandleClosed
+    | IndicatorsComputed
+    | SignalEmitted
+    | OrderPlaced
+    | OrderFilled
+    | PositionChanged
+    | TicksDecided
 )
 
 STREAM_TYPES: Final[dict[Stream, type[Message]]] = {
@@ -192,6 +237,7 @@ STREAM_TYPES: Final[dict[Stream, type[Message]]] = {
     Stream.ORDERS: OrderPlaced,
     Stream.FILLS: OrderFilled,
     Stream.POSITIONS: PositionChanged,
+    Stream.TICKS: TicksDecided,
 }
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shared import metrics
+from shared import store_pages as pages
 from shared import store_queries as queries
 from shared.messages import (
     CandleClosed,
@@ -23,15 +24,23 @@ from shared.messages import (
 )
 from shared.settings import CommonSettings
 from shared.store_engine import create_engine
-from shared.store_queries import Market
+from shared.store_pages import JsonPage, MarketStatusRow, PageTable
+from shared.store_pages import Position as PagePosition
+from shared.store_queries import Market, TradingStep
 from shared.store_schema import (
     CandleRow,
+    CloseRequestRow,
+    ControlsRow,
     DecisionRow,
     FillRow,
+    GapRow,
     IndicatorRow,
     OrderRow,
     PositionRow,
     SignalRow,
+    StrategyParamsRow,
+    SymbolControlRow,
+    TraderStateRow,
     candles,
     fills,
     indicators,
@@ -42,14 +51,21 @@ from shared.store_schema import (
 
 __all__ = [
     "CandleRow",
+    "CloseRequestRow",
+    "ControlsRow",
     "DecisionRow",
     "FillRow",
+    "GapRow",
     "IndicatorRow",
     "Market",
     "OrderRow",
     "PositionRow",
     "SignalRow",
     "Store",
+    "StrategyParamsRow",
+    "SymbolControlRow",
+    "TraderStateRow",
+    "TradingStep",
     "create_engine",
     "downgrade",
     "metadata",
@@ -123,6 +139,70 @@ class Store:
         return await self._run(
             "save_candles", queries.insert_candles, batch=candles, stored_at_ms=_now_ms()
         )
+
+    async def upsert_candles(self, candles: Sequence[CandleClosed]) -> tuple[int, int]:
+        """Store candles, replacing stored ones whose values changed (the exchange revised
+        them); return (inserted, revised). Identical candles are left alone."""
+        if not candles:
+            return 0, 0
+        return await self._run(
+            "upsert_candles", queries.upsert_candles, batch=candles, stored_at_ms=_now_ms()
+        )
+
+    async def save_gaps(self, gaps: Sequence[GapRow]) -> None:
+        """Record missing candle ranges, or what became of them (by market and first time)."""
+        if gaps:
+            await self._run("save_gaps", queries.save_gaps, gaps=gaps)
+
+    async def gaps(self, *, states: Sequence[str] = ("open",)) -> list[GapRow]:
+        """Return the recorded gaps in these states ("open", "empty", "repaired")."""
+        return await self._run("gaps", queries.select_gaps, states=states)
+
+    async def save_trading_step(self, step: TradingStep) -> None:
+        """Write what one executor batch changed (orders, fills, positions, decisions, the
+        trader's snapshot) in one transaction."""
+        await self._run("save_trading_step", queries.save_trading_step, step=step)
+
+    async def trader_state(self, account: str) -> TraderStateRow | None:
+        """Return a trader's saved snapshot, if any."""
+        return await self._run("trader_state", queries.select_trader_state, account=account)
+
+    async def set_controls(self, controls: ControlsRow) -> None:
+        """Set an account's hand-set controls (the kill switch)."""
+        await self._run("set_controls", queries.upsert_controls, controls=controls)
+
+    async def controls(self, account: str) -> ControlsRow | None:
+        """Return an account's hand-set controls, if any were ever set."""
+        return await self._run("controls", queries.select_controls, account=account)
+
+    async def set_symbol_control(self, control: SymbolControlRow) -> None:
+        """Pause or resume a symbol by hand."""
+        await self._run("set_symbol_control", queries.upsert_symbol_control, control=control)
+
+    async def paused_symbols(self, account: str) -> list[SymbolControlRow]:
+        """Return the symbols of an account paused by hand."""
+        return await self._run("paused_symbols", queries.select_paused, account=account)
+
+    async def request_close(self, request: CloseRequestRow) -> bool:
+        """Record a request to close a position by hand; False if it exists already."""
+        return await self._run("request_close", queries.insert_close_request, request=request)
+
+    async def close_requests(
+        self, account: str, *, open_only: bool = True, limit: int = 100
+    ) -> list[CloseRequestRow]:
+        """Return an account's close requests, oldest first (by default only unanswered)."""
+        return await self._run(
+            "close_requests", queries.select_close_requests,
+            account=account, open_only=open_only, limit=limit,
+        )  # fmt: skip
+
+    async def set_strategy_params(self, row: StrategyParamsRow) -> None:
+        """Set a strategy's parameters (read by the signals service every second)."""
+        await self._run("set_strategy_params", queries.upsert_strategy_params, row=row)
+
+    async def strategy_params(self, strategy: str) -> StrategyParamsRow | None:
+        """Return a strategy's parameters as set through the API, if ever."""
+        return await self._run("strategy_params", queries.select_strategy_params, strategy=strategy)
 
     async def last_candle_times(self) -> dict[Market, int]:
         """Return the newest stored candle open time of each (exchange, symbol, timeframe)."""
@@ -305,6 +385,38 @@ class Store:
     async def positions(self, *, symbol: str | None = None) -> list[PositionRow]:
         """Return every stored position (of one symbol if given), ordered by market."""
         return await self._run("positions", queries.select_positions, symbol=symbol)
+
+    async def json_page(
+        self,
+        table: PageTable,
+        *,
+        symbol: str,
+        timeframe: str,
+        exchange: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        position: PagePosition | None = None,
+        limit: int,
+    ) -> JsonPage:
+        """Return one market's candles or indicators as a JSON array, oldest first (see
+        `store_pages.select_json_page` for which rows)."""
+        return await self._run(
+            f"{table}_json_page", pages.select_json_page,
+            table=table, symbol=symbol, timeframe=timeframe, exchange=exchange,
+            start_ms=start_ms, end_ms=end_ms, position=position, limit=limit,
+        )  # fmt: skip
+
+    async def market_status(self) -> list[MarketStatusRow]:
+        """Return the newest stored candle of every market."""
+        return await self._run("market_status", pages.select_market_status)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        await self._run("ping", pages.ping)
+
+    async def fill_totals(self) -> tuple[int, float]:
+        """Return how many fills are stored and the fees they paid in total."""
+        return await self._run("fill_totals", pages.select_fill_totals)
 
     async def _history(
         self,

@@ -8,7 +8,7 @@ import operator
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias, cast
 
 import msgspec
@@ -27,18 +27,30 @@ from shared.messages import (
 )
 from shared.store_schema import (
     CandleRow,
+    CloseRequestRow,
+    ControlsRow,
     DecisionRow,
     FillRow,
+    GapRow,
     IndicatorRow,
     OrderRow,
     PositionRow,
+    StrategyParamsRow,
+    SymbolControlRow,
+    TraderStateRow,
+    candle_gaps,
     candles,
+    close_requests,
     decisions,
     fills,
     indicators,
     orders,
     positions,
     signals,
+    strategy_params,
+    symbol_controls,
+    trader_state,
+    trading_controls,
 )
 
 Market: TypeAlias = tuple[str, str, str]
@@ -68,6 +80,118 @@ def insert_indicators(
 def insert_signals(conn: Connection, batch: Sequence[SignalEmitted], *, stored_at_ms: int) -> int:
     """Insert the signals not stored yet; return how many."""
     return insert_new(conn, signals, _tuples(batch, signals, stored_at_ms=stored_at_ms))
+
+
+def upsert_candles(
+    conn: Connection, batch: Sequence[CandleClosed], *, stored_at_ms: int
+) -> tuple[int, int]:
+    """Store candles: new ones inserted, stored ones whose values differ replaced (a revision
+    by the exchange), identical ones left alone; return (inserted, revised).
+
+    A key repeated in the batch keeps its last candle.
+    """
+    names, values = _tuples(batch, candles, stored_at_ms=stored_at_ms)
+    key = operator.itemgetter(*(names.index(c.name) for c in candles.primary_key.columns))
+    unique = list({key(row): row for row in values}.values())
+    if not unique:
+        return 0, 0
+    if conn.dialect.name == "postgresql":
+        return _upsert_candles_postgres(conn, names, unique)
+    return _upsert_candles_portable(conn, names, unique, key)
+
+
+def _upsert_candles_postgres(
+    conn: Connection, names: list[str], rows: list[tuple[Any, ...]]
+) -> tuple[int, int]:
+    """COPY into staging, then one INSERT ... ON CONFLICT DO UPDATE that touches only rows whose
+    values changed; `xmax = 0` tells an inserted row from an updated one."""
+    staging = _copy_to_staging(conn, candles, names, rows)
+    replaced = [name for name in names if name not in {c.name for c in candles.primary_key}]
+    stored = ", ".join(f"candles.{name}" for name in CANDLE_COLUMNS)
+    incoming = ", ".join(f"EXCLUDED.{name}" for name in CANDLE_COLUMNS)
+    result = conn.exec_driver_sql(
+        f"INSERT INTO candles ({', '.join(names)}) SELECT {', '.join(names)} FROM {staging} "
+        "ON CONFLICT (exchange, symbol, timeframe, open_time_ms) DO UPDATE SET "
+        + ", ".join(f"{name} = EXCLUDED.{name}" for name in replaced)
+        + f" WHERE ({stored}) IS DISTINCT FROM ({incoming}) RETURNING (xmax = 0)"
+    )
+    flags = [bool(inserted) for (inserted,) in result]
+    inserted = sum(flags)
+    return inserted, len(flags) - inserted
+
+
+def _upsert_candles_portable(
+    conn: Connection, names: list[str], rows: list[tuple[Any, ...]], key: Any
+) -> tuple[int, int]:
+    """Read the stored candles of the batch's keys, then insert the new and update the changed."""
+    position = {name: i for i, name in enumerate(names)}
+    stored: dict[Any, tuple[float, ...]] = {}
+    by_market: dict[Market, list[int]] = {}
+    for row in rows:
+        market = (row[position["exchange"]], row[position["symbol"]], row[position["timeframe"]])
+        by_market.setdefault(market, []).append(row[position["open_time_ms"]])
+    for (exchange, symbol, timeframe), times in by_market.items():
+        query = sa.select(*(candles.c[name] for name in (*_KEY_COLUMNS, *CANDLE_COLUMNS))).where(
+            candles.c.exchange == exchange,
+            candles.c.symbol == symbol,
+            candles.c.timeframe == timeframe,
+            candles.c.open_time_ms.between(min(times), max(times)),
+        )
+        for found in conn.execute(query):
+            stored[tuple(found[:4])] = tuple(found[4:])
+    fresh = [row for row in rows if key(row) not in stored]
+    changed = [
+        row
+        for row in rows
+        if key(row) in stored
+        and stored[key(row)] != tuple(row[position[name]] for name in CANDLE_COLUMNS)
+    ]
+    if fresh:
+        conn.execute(
+            sqlite.insert(candles).on_conflict_do_nothing(),
+            [dict(zip(names, row, strict=True)) for row in fresh],
+        )
+    for row in changed:
+        values = dict(zip(names, row, strict=True))
+        conn.execute(
+            candles.update()
+            .where(*(candles.c[name] == values[name] for name in _KEY_COLUMNS))
+            .values({name: values[name] for name in names if name not in _KEY_COLUMNS})
+        )
+    return len(fresh), len(changed)
+
+
+_KEY_COLUMNS = ("exchange", "symbol", "timeframe", "open_time_ms")
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def save_gaps(conn: Connection, gaps: Sequence[GapRow]) -> None:
+    """Insert or overwrite gap records (keyed by market and first missing open time)."""
+    if not gaps:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    rows = [{f.name: getattr(gap, f.name) for f in fields(GapRow)} for gap in gaps]
+    statement = dialect.insert(candle_gaps)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[c.name for c in candle_gaps.primary_key.columns],
+            set_={
+                name: statement.excluded[name]
+                for name in ("last_open_ms", "state", "attempts", "updated_at_ms")
+            },
+        ),
+        rows,
+    )
+
+
+def select_gaps(conn: Connection, *, states: Sequence[str]) -> list[GapRow]:
+    """Return the gap records in these states, oldest first."""
+    query = (
+        sa.select(candle_gaps)
+        .where(candle_gaps.c.state.in_(list(states)))
+        .order_by(candle_gaps.c.first_open_ms, candle_gaps.c.symbol)
+    )
+    return [GapRow(**row._mapping) for row in conn.execute(query)]
 
 
 Rows: TypeAlias = tuple[list[str], list[tuple[Any, ...]]]  # column names, one tuple per row
@@ -108,6 +232,26 @@ def _copy_new(
     conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]
 ) -> int:
     """COPY rows into a per-session staging table, then insert the new ones in one statement."""
+    staging = _copy_to_staging(conn, table, names, rows)
+    # COPY reads NaN as a float NaN: NULLIF turns it into NULL, which stands for NaN here.
+    selected = ", ".join(
+        f"NULLIF({name}, 'NaN'::float8)"
+        if table.c[name].nullable and isinstance(table.c[name].type, sa.Float)
+        else name
+        for name in names
+    )
+    result = conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} FROM {staging} "
+        "ON CONFLICT DO NOTHING"
+    )
+    return result.rowcount
+
+
+def _copy_to_staging(
+    conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]
+) -> str:
+    """COPY rows into the table's per-session staging table (emptied by every commit); return
+    its name."""
     staging = f"{table.name}_incoming"
     # Created once per pooled connection; emptied by every commit.
     conn.exec_driver_sql(
@@ -124,18 +268,7 @@ def _copy_new(
             cursor.copy_expert(statement, io.StringIO(_copy_text(rows)))
     finally:
         cursor.close()
-    # COPY reads NaN as a float NaN: NULLIF turns it into NULL, which stands for NaN here.
-    selected = ", ".join(
-        f"NULLIF({name}, 'NaN'::float8)"
-        if table.c[name].nullable and isinstance(table.c[name].type, sa.Float)
-        else name
-        for name in names
-    )
-    result = conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} FROM {staging} "
-        "ON CONFLICT DO NOTHING"
-    )
-    return result.rowcount
+    return staging
 
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -395,6 +528,161 @@ def insert_execution(
         )
     )
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStep:
+    """What one executor batch changed, written in one transaction: new orders, new statuses of
+    earlier ones, fills, positions, decisions on signals, and the trader's snapshot."""
+
+    orders: Sequence[tuple[OrderPlaced, str]]  # new orders, with their status
+    fills: Sequence[OrderFilled]
+    positions: Sequence[PositionChanged]
+    decisions: Sequence[DecisionRow]
+    state: TraderStateRow | None
+    statuses: Sequence[tuple[str, str]] = ()  # (client order id, status) of earlier orders
+    answered: Sequence[CloseRequestRow] = ()  # close requests answered (outcome set)
+
+
+def save_trading_step(conn: Connection, *, step: TradingStep) -> None:
+    """Write a trading step; replaying it writes nothing new (every row is keyed)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for order, status in step.orders:
+        placed = dialect.insert(orders).values(_values(order, orders, status=status))
+        conn.execute(
+            placed.on_conflict_do_update(
+                index_elements=["client_order_id"], set_={"status": placed.excluded.status}
+            )
+        )
+    for cid, status in step.statuses:
+        conn.execute(orders.update().where(orders.c.client_order_id == cid).values(status=status))
+    if step.fills:
+        conn.execute(
+            dialect.insert(fills).on_conflict_do_nothing(),
+            [_values(fill, fills) for fill in step.fills],
+        )
+    changed = [column.name for column in positions.columns if not column.primary_key]
+    for position in step.positions:
+        upsert = dialect.insert(positions).values(_values(position, positions))
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=list(positions.primary_key.columns),
+                set_={name: upsert.excluded[name] for name in changed},
+            )
+        )
+    if step.decisions:
+        conn.execute(
+            dialect.insert(decisions).on_conflict_do_nothing(),
+            [{f.name: getattr(d, f.name) for f in fields(DecisionRow)} for d in step.decisions],
+        )
+    for request in step.answered:
+        key = close_requests.c
+        conn.execute(
+            close_requests.update()
+            .where(
+                (key.account == request.account)
+                & (key.symbol == request.symbol)
+                & (key.requested_at_ms == request.requested_at_ms)
+            )
+            .values(outcome=request.outcome, done_at_ms=request.done_at_ms)
+        )
+    if step.state is not None:
+        row = {f.name: getattr(step.state, f.name) for f in fields(TraderStateRow)}
+        upsert = dialect.insert(trader_state).values(row)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["account"],
+                set_={k: upsert.excluded[k] for k in ("snapshot", "stream_id", "updated_at_ms")},
+            )
+        )
+
+
+def select_trader_state(conn: Connection, *, account: str) -> TraderStateRow | None:
+    """Return a trader's saved snapshot, if any."""
+    row = conn.execute(sa.select(trader_state).where(trader_state.c.account == account)).first()
+    return None if row is None else TraderStateRow(**row._mapping)
+
+
+def upsert_controls(conn: Connection, *, controls: ControlsRow) -> None:
+    """Set an account's hand-set controls."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    row = {f.name: getattr(controls, f.name) for f in fields(ControlsRow)}
+    upsert = dialect.insert(trading_controls).values(row)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["account"],
+            set_={k: upsert.excluded[k] for k in ("kill_switch", "reason", "updated_at_ms")},
+        )
+    )
+
+
+def select_controls(conn: Connection, *, account: str) -> ControlsRow | None:
+    """Return an account's hand-set controls, if any were ever set."""
+    query = sa.select(trading_controls).where(trading_controls.c.account == account)
+    row = conn.execute(query).first()
+    return None if row is None else ControlsRow(**row._mapping)
+
+
+def upsert_symbol_control(conn: Connection, *, control: SymbolControlRow) -> None:
+    """Pause or resume a symbol by hand."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(symbol_controls).values(
+        {f.name: getattr(control, f.name) for f in fields(SymbolControlRow)}
+    )
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["account", "symbol"],
+            set_={k: upsert.excluded[k] for k in ("paused", "reason", "updated_at_ms")},
+        )
+    )
+
+
+def select_paused(conn: Connection, *, account: str) -> list[SymbolControlRow]:
+    """Return the symbols of an account paused by hand, by symbol."""
+    c = symbol_controls.c
+    query = sa.select(symbol_controls).where((c.account == account) & c.paused).order_by(c.symbol)
+    return [SymbolControlRow(**row._mapping) for row in conn.execute(query)]
+
+
+def insert_close_request(conn: Connection, *, request: CloseRequestRow) -> bool:
+    """Record a request to close a position; False if the same one exists already."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    row = {f.name: getattr(request, f.name) for f in fields(CloseRequestRow)}
+    result = conn.execute(dialect.insert(close_requests).values(row).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+def select_close_requests(
+    conn: Connection, *, account: str, open_only: bool, limit: int = 100
+) -> list[CloseRequestRow]:
+    """Return an account's close requests, oldest first (only those not yet answered)."""
+    c = close_requests.c
+    query = sa.select(close_requests).where(c.account == account)
+    if open_only:
+        query = query.where(c.outcome.is_(None))
+    query = query.order_by(c.requested_at_ms, c.symbol).limit(limit)
+    return [CloseRequestRow(**row._mapping) for row in conn.execute(query)]
+
+
+def upsert_strategy_params(conn: Connection, *, row: StrategyParamsRow) -> None:
+    """Set a strategy's parameters."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(strategy_params).values(
+        {f.name: getattr(row, f.name) for f in fields(StrategyParamsRow)}
+    )
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["strategy"],
+            set_={k: upsert.excluded[k] for k in ("params", "reason", "updated_at_ms")},
+        )
+    )
+
+
+def select_strategy_params(conn: Connection, *, strategy: str) -> StrategyParamsRow | None:
+    """Return a strategy's parameters as set through the API, if ever."""
+    query = sa.select(strategy_params).where(strategy_params.c.strategy == strategy)
+    row = conn.execute(query).first()
+    return None if row is None else StrategyParamsRow(**row._mapping)
 
 
 def insert_skip(

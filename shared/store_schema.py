@@ -178,6 +178,91 @@ positions = sa.Table(
 )
 
 
+# Missing candles the collector found between stored ones. "open": being fetched again;
+# "empty": the exchange had no trade in that range (asked `attempts` times), never fetched again;
+# "repaired": every candle of the range arrived.
+candle_gaps = sa.Table(
+    "candle_gaps",
+    metadata,
+    *_market_columns()[:3],
+    sa.Column("first_open_ms", _MS, nullable=False),
+    sa.Column("last_open_ms", _MS, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("found_at_ms", _MS, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "exchange", "symbol", "timeframe", "first_open_ms", name="pk_candle_gaps"
+    ),
+    sa.CheckConstraint("state IN ('open', 'empty', 'repaired')", name="ck_candle_gaps_state"),
+    sa.CheckConstraint("last_open_ms >= first_open_ms", name="ck_candle_gaps_range"),
+    sa.Index("ix_candle_gaps_state", "state"),
+)
+
+
+# The executor's trader, whole: its snapshot (holdings with their stops, targets and trailing
+# levels, pending orders, cash, cooldowns) and the last ticks entry it covers. Written in the
+# same transaction as the fills and positions it explains.
+trader_state = sa.Table(
+    "trader_state",
+    metadata,
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("snapshot", sa.Text, nullable=False),
+    sa.Column("stream_id", sa.Text, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("account", name="pk_trader_state"),
+)
+
+
+# Controls a person sets by hand, read by the executor every second: the kill switch.
+trading_controls = sa.Table(
+    "trading_controls",
+    metadata,
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("kill_switch", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("account", name="pk_trading_controls"),
+)
+
+# Symbols a person paused by hand: no new entries there (exits go on).
+symbol_controls = sa.Table(
+    "symbol_controls",
+    metadata,
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("account", "symbol", name="pk_symbol_controls"),
+)
+
+# Requests to close a position by hand; the executor answers each once (`outcome`, in the same
+# transaction as the order it placed for it).
+close_requests = sa.Table(
+    "close_requests",
+    metadata,
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("requested_at_ms", _MS, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("done_at_ms", _MS, nullable=True),
+    sa.PrimaryKeyConstraint("account", "symbol", "requested_at_ms", name="pk_close_requests"),
+)
+
+# Strategy parameters set through the API (JSON), read by the signals service every second.
+strategy_params = sa.Table(
+    "strategy_params",
+    metadata,
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("updated_at_ms", _MS, nullable=False),
+    sa.PrimaryKeyConstraint("strategy", name="pk_strategy_params"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CandleRow:
     """One stored candle."""
@@ -291,3 +376,72 @@ class PositionRow:
     realized_pnl: float
     updated_at_ms: int
     cause_fill_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    """A range of missing candles of one market, both ends inclusive, and what became of it."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    first_open_ms: int
+    last_open_ms: int
+    state: str
+    attempts: int
+    found_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraderStateRow:
+    """A trader's saved snapshot (JSON) and the last ticks entry it covers."""
+
+    account: str
+    snapshot: str
+    stream_id: str
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlsRow:
+    """The hand-set controls of one account."""
+
+    account: str
+    kill_switch: bool
+    reason: str
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolControlRow:
+    """A symbol paused (or resumed) by hand."""
+
+    account: str
+    symbol: str
+    paused: bool
+    reason: str
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequestRow:
+    """A request to close a position by hand; `outcome` is None until the executor answers
+    (`ordered`, or why not: `no_position`, `pending_order`)."""
+
+    account: str
+    symbol: str
+    requested_at_ms: int
+    reason: str
+    outcome: str | None = None
+    done_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyParamsRow:
+    """A strategy's parameters as set through the API (a JSON object)."""
+
+    strategy: str
+    params: str
+    reason: str
+    updated_at_ms: int

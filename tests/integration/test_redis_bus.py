@@ -455,6 +455,25 @@ async def test_tail_sees_entries_published_after_it_started_on_every_stream(
     await tail.aclose()
 
 
+async def test_tail_after_given_ids_misses_nothing_published_before_it_runs(bus: AnyBus) -> None:
+    assert await bus.last_id(Stream.SIGNALS) == "0-0"  # an empty (or absent) stream
+    await bus.publish(Stream.CANDLES, candle(0))
+    start = {stream: await bus.last_id(stream) for stream in (Stream.CANDLES, Stream.SIGNALS)}
+    # Published after the ids were taken but before the tail's first read: still seen.
+    early = await bus.publish(Stream.CANDLES, candle(1))
+    signal = await bus.publish(Stream.SIGNALS, signal_on(candle(1)))
+    tail = bus.tail([Stream.CANDLES, Stream.SIGNALS], block_ms=100, count=10, after=start)
+
+    chunk = await asyncio.wait_for(anext(tail), 3.0)
+
+    assert sorted((stream.value, entry_id) for stream, entry_id, _ in chunk) == [
+        ("candles", early),
+        ("signals", signal),
+    ]
+    assert await bus.last_id(Stream.CANDLES) == early
+    await tail.aclose()
+
+
 async def test_group_info_and_gauges_report_pending_and_lag(bus: AnyBus) -> None:
     await bus.publish_many(Stream.CANDLES, [candle(i) for i in range(5)])
     batches = consumer_of(bus, "gauged", count=2)

@@ -18,12 +18,34 @@ from shared.messages import (
     to_builtins,
 )
 from shared.store import Store, create_engine, downgrade, metadata, upgrade
+from tests import store_checks
 from tests.fakes import execution, indicators_for, load_candles, nan_as_none
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"candles", "indicators", "signals", "orders", "fills", "positions", "decisions"}
+TABLES = {
+    "candles",
+    "indicators",
+    "signals",
+    "orders",
+    "fills",
+    "positions",
+    "decisions",
+    "candle_gaps",
+    "trader_state",
+    "trading_controls",
+    "symbol_controls",
+    "close_requests",
+    "strategy_params",
+}
 INDEXES = {
+    "pk_trading_controls",
+    "pk_symbol_controls",
+    "pk_close_requests",
+    "pk_strategy_params",
+    "pk_trader_state",
+    "pk_candle_gaps",
+    "ix_candle_gaps_state",
     "pk_candles",
     "ix_candles_symbol_timeframe_time",
     "pk_indicators",
@@ -146,6 +168,14 @@ async def test_candle_batch_saved_twice_stores_each_candle_once(
     assert await store.last_candle_times() == {
         ("binance", "ETH/BTC", "1m"): candles[-1].open_time_ms
     }
+
+
+async def test_revised_candles_replace_stored_ones(store: Store) -> None:
+    await store_checks.check_revised_candles_replace_stored_ones(store)
+
+
+async def test_gap_records_are_overwritten_by_market_and_start(store: Store) -> None:
+    await store_checks.check_gap_records_are_overwritten_by_market_and_start(store)
 
 
 async def test_small_candle_batch_counts_only_new_rows(store: Store) -> None:

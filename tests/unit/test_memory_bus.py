@@ -10,7 +10,7 @@ import asyncio
 import time
 
 from shared.bus import Batch, MemoryBus
-from shared.messages import CandleClosed, Stream
+from shared.messages import CandleClosed, Stream, TicksDecided
 from shared.settings import CommonSettings
 
 
@@ -107,6 +107,22 @@ async def test_trim_cuts_exactly_the_entries_every_group_is_done_with() -> None:
     assert [i for i, _ in await bus.read_after(Stream.CANDLES, "0-0", 200)] == published[90:]
     await ahead.aclose()
     await behind.aclose()
+
+
+async def test_the_ticks_stream_keeps_its_own_number_of_read_entries() -> None:
+    bus = MemoryBus.from_settings(
+        CommonSettings(stream_retain_entries=1_000, stream_retain_ticks=5)
+    )
+    await bus.publish_many(Stream.CANDLES, [candle(i) for i in range(20)])
+    ticks = await bus.publish_many(Stream.TICKS, [TicksDecided(ticks=[]) for _ in range(20)])
+    for stream in (Stream.CANDLES, Stream.TICKS):
+        reader = bus.consume(stream, group="g", consumer="c", count=100, block_ms=10)
+        await bus.ack(await anext(reader))
+        await reader.aclose()
+
+    assert await bus.trim(Stream.CANDLES) == 0  # within its 1,000
+    assert await bus.trim(Stream.TICKS) == 15
+    assert [i for i, _ in await bus.read_after(Stream.TICKS, "0-0", 100)] == ticks[15:]
 
 
 async def test_dead_letter_stream_keeps_only_the_newest_retain_entries() -> None:

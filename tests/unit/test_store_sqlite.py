@@ -25,6 +25,7 @@ from shared.messages import (
     to_builtins,
 )
 from shared.store import Store, create_engine, downgrade, metadata, upgrade
+from tests import store_checks
 from tests.conftest import ROOT
 from tests.fakes import execution, indicators_for, load_candles, nan_as_none
 
@@ -37,6 +38,12 @@ TABLES = {
     "fills",
     "positions",
     "decisions",
+    "candle_gaps",
+    "trader_state",
+    "trading_controls",
+    "symbol_controls",
+    "close_requests",
+    "strategy_params",
 }
 
 
@@ -300,3 +307,11 @@ async def test_concurrent_writers_on_worker_threads_all_land(store: Store) -> No
     assert inserted == [50] * 8
     stored = await store.candles_between(symbol="XRP/ETH", timeframe="1m", limit=1_000)
     assert len(stored) == 400
+
+
+async def test_revised_candles_replace_stored_ones(store: Store) -> None:
+    await store_checks.check_revised_candles_replace_stored_ones(store)
+
+
+async def test_gap_records_are_overwritten_by_market_and_start(store: Store) -> None:
+    await store_checks.check_gap_records_are_overwritten_by_market_and_start(store)
