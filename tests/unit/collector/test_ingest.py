@@ -8,7 +8,16 @@ import math
 import msgspec
 import pytest
 
-from services.collector.ingest import REJECTION_REASONS, dedupe, find_gaps, validate
+from services.collector.ingest import (
+    REJECTION_REASONS,
+    candles_from_rows,
+    dedupe,
+    find_gaps,
+    missing_times,
+    ranges_of,
+    reconcile,
+    validate,
+)
 from shared.messages import CandleClosed
 from tests.conftest import ohlcv_path
 
@@ -126,3 +135,69 @@ def test_find_gaps_on_illiquid_real_market_accounts_for_every_missing_minute() -
     for first, last in gaps:
         assert first - MINUTE_MS in present and last + MINUTE_MS in present
         assert not present & set(range(first, last + 1, MINUTE_MS))
+
+
+def at(minute: int, **changes: object) -> CandleClosed:
+    return msgspec.structs.replace(candle(open_time_ms=MINUTE_MS * minute), **changes)
+
+
+def test_ccxt_rows_become_candles_and_bad_fields_become_nan_rejections() -> None:
+    rows = [
+        [MINUTE_MS, 1.0, 2.0, 0.5, 1.5, 10.0],
+        [2 * MINUTE_MS, "1.0", None, 0.5, 1.5, 10.0],  # a null high
+        [None, 1.0, 2.0, 0.5, 1.5, 10.0],  # no time: dropped
+        [3 * MINUTE_MS, 1.0, 2.0],  # truncated: dropped
+    ]
+    made, malformed = candles_from_rows(
+        rows, exchange="binance", symbol="ETH/BTC", timeframe="1m", source="binance"
+    )
+
+    assert malformed == 2
+    assert [c.open_time_ms for c in made] == [MINUTE_MS, 2 * MINUTE_MS]
+    assert made[0].close == 1.5 and made[1].open == 1.0
+    valid, rejected = validate(made, now_ms=10 * MINUTE_MS)
+    assert valid == [made[0]]
+    assert [r.reason for r in rejected] == ["not_finite"]
+
+
+def test_reconcile_drops_the_open_candle_sorts_and_finds_the_gap_after_the_last_stored() -> None:
+    fetched = [at(12), at(10), at(14), at(12, close=10.5), at(15)]  # 15 is still open
+
+    result = reconcile(fetched, now_ms=15 * MINUTE_MS + 30_000, last_stored_ms=8 * MINUTE_MS,
+                       last_published_ms=8 * MINUTE_MS)  # fmt: skip
+
+    assert [c.open_time_ms for c in result.stored] == [
+        10 * MINUTE_MS,
+        12 * MINUTE_MS,
+        14 * MINUTE_MS,
+    ]
+    assert result.stored[1].close == 10.5  # the later of a repeated candle wins
+    assert result.published == result.stored and result.late == 0
+    assert result.gaps == [(9 * MINUTE_MS, 9 * MINUTE_MS), (11 * MINUTE_MS, 11 * MINUTE_MS),
+                           (13 * MINUTE_MS, 13 * MINUTE_MS)]  # fmt: skip
+    assert [r.reason for r in result.rejected] == ["not_closed"]
+
+
+def test_reconcile_stores_but_does_not_publish_candles_before_the_last_published() -> None:
+    fetched = [at(5, close=10.2), at(6), at(7)]  # 5 revised, 6 filled late, 7 new
+
+    result = reconcile(fetched, now_ms=20 * MINUTE_MS, last_stored_ms=6 * MINUTE_MS,
+                       last_published_ms=6 * MINUTE_MS)  # fmt: skip
+
+    assert len(result.stored) == 3
+    assert [c.open_time_ms for c in result.published] == [7 * MINUTE_MS]
+    assert result.late == 2
+    assert result.gaps == []
+
+
+def test_missing_times_and_their_runs() -> None:
+    missing = missing_times(
+        MINUTE_MS, 9 * MINUTE_MS, MINUTE_MS, [2 * MINUTE_MS, 3 * MINUTE_MS, 7 * MINUTE_MS]
+    )
+
+    assert missing == [MINUTE_MS * m for m in (1, 4, 5, 6, 8, 9)]
+    assert ranges_of(missing, MINUTE_MS) == [
+        (MINUTE_MS, MINUTE_MS),
+        (4 * MINUTE_MS, 6 * MINUTE_MS),
+        (8 * MINUTE_MS, 9 * MINUTE_MS),
+    ]

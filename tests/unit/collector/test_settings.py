@@ -41,7 +41,10 @@ def test_missing_replay_file_is_named_in_the_error(
     ("environment", "message"),
     [
         ({"SOURCE": "replay"}, "source=replay needs REPLAY_FILES"),
-        ({"SOURCE": "exchange"}, "'replay' or 'synthetic'"),
+        ({"SOURCE": "kafka"}, "'replay', 'synthetic' or 'exchange'"),
+        ({"SYMBOLS": "BTCUSDT"}, "ccxt unified symbols like BTC/USDT"),
+        ({"TIMEFRAMES": "1m,7m"}, "unknown timeframe '7m'"),
+        ({"SYMBOL_CALENDARS": "AAPL/USD"}, "AAPL/USD=XNYS"),
         ({"REPLAY_SPEED": "-1"}, "greater than or equal to 0"),
         ({"CANDLE_INTERVAL_S": "-0.5"}, "greater than or equal to 0"),
         ({"SYNTHETIC_SYMBOLS": "0"}, "greater than or equal to 1"),
