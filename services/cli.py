@@ -1,4 +1,5 @@
-"""The `candlebus` command: `up` (embedded), `run <service>`, `migrate`, `indicators FILE`."""
+"""The `candlebus` command: `up` (embedded), `run <service>`, `migrate`, `indicators FILE`,
+`backtest --data FILE...`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from services.executor import backtest_cli
 from services.indicators import export
 
 SERVICES = ("collector", "indicators", "signals", "executor", "gateway")
@@ -57,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
 
+    kill = commands.add_parser(
+        "kill-switch", help="halt (on) or allow (off) new entries of the executor; exits go on"
+    )
+    kill.add_argument("state", choices=("on", "off", "status"))
+    kill.add_argument("--reason", default="", help="recorded and logged with the change")
+    kill.add_argument("--account", default="paper", help="the executor's ACCOUNT (default paper)")
+    kill.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
+
     indicators = commands.add_parser(
         "indicators",
         help="compute every indicator of a candle file (ccxt JSON or CSV) and print CSV",
@@ -64,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "one CSV row per candle (empty fields while warming up).",
     )
     export.add_arguments(indicators)
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="backtest the strategy on candle files with the live indicators, signals and trader",
+        description="Replay candle files through the batch indicators, the strategy and the "
+        "trading core; print a report (--json: with every trade) and optionally draw a chart.",
+    )
+    backtest_cli.add_arguments(backtest)
     return parser
 
 
@@ -91,6 +109,35 @@ def migrate(url: str | None, revision: str, down: bool) -> None:
     print(f"schema {'downgraded' if down else 'upgraded'} to {revision}")
 
 
+def kill_switch(url: str | None, state: str, reason: str, account: str) -> None:
+    """Set or show the kill switch the executor reads from the store every second."""
+    import asyncio
+    import time
+
+    from shared.settings import CommonSettings
+    from shared.store import ControlsRow, Store, create_engine
+
+    async def apply() -> ControlsRow | None:
+        store = Store(create_engine(url or CommonSettings().database_url))
+        try:
+            if state != "status":
+                now_ms = int(time.time() * 1000)
+                row = ControlsRow(account, state == "on", reason, now_ms)
+                await store.set_controls(row)
+            return await store.controls(account)
+        finally:
+            await store.close()
+
+    controls = asyncio.run(apply())
+    if controls is None:
+        print(f"kill switch of {account}: never set (the executor's KILL_SWITCH setting holds)")
+    else:
+        print(
+            f"kill switch of {account}: {'ON' if controls.kill_switch else 'off'}"
+            f"{f' ({controls.reason})' if controls.reason else ''}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen command."""
     args = _parser().parse_args(argv)
@@ -98,8 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         run_service_by_name(args.service)
     elif args.command == "migrate":
         migrate(args.database_url, args.revision, args.down)
+    elif args.command == "kill-switch":
+        kill_switch(args.database_url, args.state, args.reason, args.account)
     elif args.command == "indicators":
         sys.exit(export.run(args))
+    elif args.command == "backtest":
+        sys.exit(backtest_cli.run(args))
     elif args.command == "up":
         from services.embedded import EmbeddedOptions, run_embedded
 

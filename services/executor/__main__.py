@@ -1,125 +1,181 @@
-"""Executor service: SignalEmitted -> OrderPlaced + OrderFilled + PositionChanged, exactly once."""
+"""Executor service: ticks (every candle with its signal) -> orders, fills and positions.
+
+A thin loop around one `Trader`: each batch of ticks steps it candle by candle (`records`),
+then what changed (orders, fills, positions, decisions on signals, and the trader's whole
+snapshot with the last tick it covers) is written in ONE transaction, published, and acked.
+A process killed anywhere restarts from the last snapshot; ticks it had not acked come again
+and those the snapshot covers change nothing, so every order exists once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import math
 import time
 
-from services.executor.broker import PaperBroker
-from services.executor.positions import Skip, apply_fill, order_quantity
+from services.executor.records import Ledger
 from services.executor.settings import ExecutorSettings
+from services.executor.trader import Trader
 from shared import metrics
 from shared.bus import Bus
-from shared.messages import TIMEFRAME_MS, OrderPlaced, SignalEmitted, Stream, client_order_id
+from shared.messages import PositionChanged, Stream, TicksDecided
 from shared.runtime import run_service
-from shared.store import Store
+from shared.store import CloseRequestRow, Store, TraderStateRow, TradingStep
 
 SERVICE = "executor"
 log = logging.getLogger(__name__)
 
 
-async def republish(signal_id: str, store: Store, bus: Bus) -> None:
-    """Publish a recorded order's events again: a crash may have cut them off."""
-    found = await store.order_of_signal(signal_id)
-    if found is None:
-        return
-    order, fills = found
-    await bus.publish(Stream.ORDERS, order)
-    await bus.publish_many(Stream.FILLS, fills)
-    position = await store.position(exchange=order.exchange, symbol=order.symbol)
-    if position is not None:
-        await bus.publish(Stream.POSITIONS, position)
-
-
-async def execute(
-    signal: SignalEmitted, broker: PaperBroker, store: Store, bus: Bus, settings: ExecutorSettings
-) -> bool:
-    """Decide a signal once: place, fill and record its one order, or record why not.
-
-    Return True when this call recorded a new order.
-
-    A signal seen before (a redelivery, or a duplicate published after a crash upstream) is
-    never decided again: its order's events are published again, or nothing happens.
-    """
-    decided = await store.decision_of(signal.signal_id)
-    if decided is not None:
-        if decided.outcome == "ordered":
-            await republish(signal.signal_id, store, bus)
-        return False
-    position = await store.position(exchange=signal.exchange, symbol=signal.symbol)
-    quantity = order_quantity(signal, position, quote_amount=settings.order_quote_amount)
-    # Times derive from the candle, so a redelivered signal rebuilds identical messages.
-    decided_at_ms = signal.open_time_ms + TIMEFRAME_MS[signal.timeframe]
-    if isinstance(quantity, Skip):
-        if await store.record_skip(
-            signal=signal, reason=quantity.reason, decided_at_ms=decided_at_ms
-        ):
-            metrics.ORDERS_SKIPPED.labels(quantity.reason).inc()
-            log.info("no order for %s: %s", signal.signal_id, quantity.reason)
-        return False
-    order = OrderPlaced(
-        client_order_id=client_order_id(signal.signal_id),
-        signal_id=signal.signal_id,
-        exchange=signal.exchange,
-        symbol=signal.symbol,
-        side=signal.side,
-        quantity=quantity,
-        created_at_ms=decided_at_ms,
-        candle_closed_at_ms=signal.candle_closed_at_ms,
-    )
-    fill = broker.fill(order, price=signal.price, now_ms=decided_at_ms)
-    new_position = apply_fill(position, fill)
-    if not await store.record_execution(order=order, fill=fill, position=new_position):
-        return False  # another delivery recorded it first
-    await bus.publish(Stream.ORDERS, order)
-    await bus.publish(Stream.FILLS, fill)
-    await bus.publish(Stream.POSITIONS, new_position)
-    metrics.ORDERS.labels(order.side).inc()
-    metrics.FILLS.labels(fill.side).inc()
-    metrics.STAGE_LATENCY.labels("order").observe(
-        (time.time() * 1000 - signal.candle_closed_at_ms) / 1000
-    )
+async def restore(settings: ExecutorSettings, store: Store) -> Trader:
+    """Return the account's trader as last saved, or a new one."""
+    saved = await store.trader_state(settings.account)
+    if saved is None:
+        return settings.new_trader()
+    trader = Trader.restore(
+        json.loads(saved.snapshot), settings.exit_rules(), settings.position_sizing(),
+        settings.risk_limits(), slippage_bps=settings.slippage_bps, fee_bps=settings.fee_bps,
+    )  # fmt: skip
     log.info(
-        "%s %.8g %s at %.8g (order %s, signal %s)",
-        order.side,
-        order.quantity,
-        order.symbol,
-        fill.price,
-        order.client_order_id,
-        signal.signal_id,
-    )
-    return True
+        "restored trader %s: %d holdings, %d pending orders, cash %.8g",
+        settings.account, len(trader.holdings), len(trader.pending), trader.cash,
+    )  # fmt: skip
+    return trader
 
 
-async def export_book(store: Store) -> None:
-    """Set the open-positions and realized-PnL gauges from the stored positions."""
-    positions = await store.positions()
-    metrics.OPEN_POSITIONS.set(sum(1 for p in positions if p.quantity > 0))
-    metrics.REALIZED_PNL.set(sum(p.realized_pnl for p in positions))
+async def positions_of(store: Store) -> dict[str, PositionChanged]:
+    """The stored positions, by symbol."""
+    return {
+        row.symbol: PositionChanged(
+            exchange=row.exchange,
+            symbol=row.symbol,
+            quantity=row.quantity,
+            avg_price=row.avg_price,
+            realized_pnl=row.realized_pnl,
+            updated_at_ms=row.updated_at_ms,
+            cause_fill_id=row.cause_fill_id,
+        )
+        for row in await store.positions()
+    }
+
+
+def export_book(trader: Trader, positions: dict[str, PositionChanged]) -> None:
+    """Set the open-positions and realised-PnL gauges."""
+    metrics.OPEN_POSITIONS.set(len(trader.holdings))
+    metrics.REALIZED_PNL.set(sum(p.realized_pnl for p in positions.values()))
+
+
+class Controls:
+    """What a person set by hand, read from the store at most once a second: the kill switch
+    (the setting KILL_SWITCH holds until someone sets it there), paused symbols, and requests
+    to close a position (each answered once, on its symbol's next candle)."""
+
+    def __init__(self, store: Store, account: str, *, every_s: float = 1.0) -> None:
+        self._store, self._account, self._every_s = store, account, every_s
+        self._read_at = -math.inf
+        self._closes: dict[str, CloseRequestRow] = {}  # open requests, the oldest per symbol
+        self._answered: set[tuple[str, int]] = set()  # (symbol, requested at) answered here
+
+    async def apply(self, trader: Trader) -> None:
+        """Put the stored kill switch and paused symbols on the trader's limits if they
+        changed, and take up new close requests."""
+        now = time.monotonic()
+        if now - self._read_at < self._every_s:
+            return
+        self._read_at = now
+        controls = await self._store.controls(self._account)
+        paused = frozenset(row.symbol for row in await self._store.paused_symbols(self._account))
+        limits = trader.limits
+        if controls is not None and controls.kill_switch != limits.kill_switch:
+            limits = dataclasses.replace(limits, kill_switch=controls.kill_switch)
+            state = "ON: no new entries" if controls.kill_switch else "off: entries allowed"
+            log.warning("kill switch %s (%s)", state, controls.reason or "no reason given")
+        if paused != limits.paused:
+            log.warning("paused symbols (no new entries): %s", sorted(paused) or "none")
+            limits = dataclasses.replace(limits, paused=paused)
+        trader.limits = limits
+        metrics.KILL_SWITCH.labels(self._account).set(1 if limits.kill_switch else 0)
+        self._closes = {}
+        for request in await self._store.close_requests(self._account):
+            key = (request.symbol, request.requested_at_ms)
+            if key not in self._answered:
+                self._closes.setdefault(request.symbol, request)
+
+    def closes(self) -> dict[str, CloseRequestRow]:
+        """The close requests to answer on each symbol's next candle."""
+        return dict(self._closes)
+
+    def answered(self, requests: list[CloseRequestRow]) -> None:
+        """Note requests answered (and stored): they are not taken up again."""
+        for request in requests:
+            self._answered.add((request.symbol, request.requested_at_ms))
+            self._closes.pop(request.symbol, None)  # the one taken up for it
 
 
 async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
-    """Execute every signal in order; ack only after its order is durable and published."""
-    broker = PaperBroker(slippage_bps=settings.slippage_bps, fee_bps=settings.fee_bps)
-    await export_book(store)
-    handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.SIGNALS)
-    seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.SIGNALS)
+    """Trade every batch of ticks; ack only after its records are durable and published."""
+    trader = await restore(settings, store)
+    controls = Controls(store, settings.account)
+    await controls.apply(trader)
+    positions = await positions_of(store)
+    export_book(trader, positions)
+    handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.TICKS)
+    seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.TICKS)
     async for batch in bus.consume(
-        Stream.SIGNALS,
+        Stream.TICKS,
         group=SERVICE,
         consumer=settings.consumer_name,
         count=settings.batch_size,
         block_ms=settings.block_ms,
     ):
+        await controls.apply(trader)
         with seconds.time():
-            ordered = False
+            ledger = Ledger(positions, closes=controls.closes())
             for message in batch.messages:
-                assert isinstance(message, SignalEmitted)
-                ordered |= await execute(message, broker, store, bus, settings)
+                assert isinstance(message, TicksDecided)
+                for tick in message.ticks:
+                    ledger.apply(trader, tick)
+            if ledger.ticks == 0:  # all seen before (a redelivery the snapshot covers)
+                await bus.ack(batch)  # at once: a crash loop must not dead-letter good ticks
+                handled.inc(len(batch.entries))
+                continue
+            now_ms = int(time.time() * 1000)
+            state = TraderStateRow(
+                account=settings.account, snapshot=json.dumps(trader.snapshot()),
+                stream_id=batch.entries[-1].id, updated_at_ms=now_ms,
+            )  # fmt: skip
+            await store.save_trading_step(
+                TradingStep(
+                    orders=list(ledger.orders.values()),
+                    statuses=list(ledger.statuses.items()),
+                    fills=ledger.fills,
+                    positions=list(ledger.changed.values()),
+                    decisions=ledger.decisions,
+                    state=state,
+                    answered=ledger.answered,
+                )
+            )
+            controls.answered(ledger.answered)
+            placed = ledger.placed
+            await bus.publish_many(Stream.ORDERS, placed)
+            await bus.publish_many(Stream.FILLS, ledger.fills)
+            await bus.publish_many(Stream.POSITIONS, list(ledger.changed.values()))
             await bus.ack(batch)
         handled.inc(len(batch.entries))
-        if ordered:
-            await export_book(store)
+        for decision in ledger.decisions:
+            if decision.outcome == "skipped":
+                metrics.ORDERS_SKIPPED.labels(decision.reason).inc()
+        for order in placed:
+            metrics.ORDERS.labels(order.side).inc()
+            metrics.STAGE_LATENCY.labels("order").observe(
+                (now_ms - order.candle_closed_at_ms) / 1000
+            )
+        for fill in ledger.fills:
+            metrics.FILLS.labels(fill.side).inc()
+        if ledger.fills:
+            export_book(trader, positions)
+        metrics.UNREALIZED_PNL.set(trader.equity - trader.initial_equity - trader.realized_pnl)
 
 
 if __name__ == "__main__":

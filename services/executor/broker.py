@@ -1,31 +1,17 @@
-"""Brokers turn an order into fills. PaperBroker fills at once, at the signal's price plus costs."""
+"""Paper costs (pure): the one implementation of slippage and fees, used by the Trader for
+backtests and the paper executor alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from shared.messages import OrderFilled, OrderPlaced
+from shared.messages import Side
 
 
-@dataclass(frozen=True, slots=True)
-class PaperBroker:
-    """Fill market orders at `price` moved against the trader by slippage, charging a fee."""
+def slipped_price(price: float, side: Side, slippage_bps: float) -> float:
+    """Return `price` moved against the trader by `slippage_bps`: buys pay more, sells get less."""
+    direction = 1.0 if side == "buy" else -1.0
+    return price * (1.0 + direction * slippage_bps / 10_000)
 
-    slippage_bps: float
-    fee_bps: float
 
-    def fill(self, order: OrderPlaced, *, price: float, now_ms: int) -> OrderFilled:
-        """Return the single fill of `order` at the reference `price`."""
-        direction = 1.0 if order.side == "buy" else -1.0
-        fill_price = price * (1.0 + direction * self.slippage_bps / 10_000)
-        return OrderFilled(
-            fill_id=f"{order.client_order_id}-1",
-            client_order_id=order.client_order_id,
-            exchange=order.exchange,
-            symbol=order.symbol,
-            side=order.side,
-            price=fill_price,
-            quantity=order.quantity,
-            fee=fill_price * order.quantity * self.fee_bps / 10_000,
-            filled_at_ms=now_ms,
-        )
+def fee_of(price: float, quantity: float, fee_bps: float) -> float:
+    """Return the fee charged on `quantity` filled at `price`, in quote currency."""
+    return price * quantity * fee_bps / 10_000

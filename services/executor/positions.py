@@ -1,35 +1,10 @@
-"""Pure order decisions and position arithmetic: signal + position -> order, fill -> position."""
+"""Position arithmetic (pure): a position and a fill in -> the position after it out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from shared.messages import OrderFilled, PositionChanged, SignalEmitted
+from shared.messages import OrderFilled, PositionChanged
 
 EPSILON = 1e-12
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """A signal that leads to no order, and why."""
-
-    reason: str
-
-
-def order_quantity(
-    signal: SignalEmitted, position: PositionChanged | None, *, quote_amount: float
-) -> float | Skip:
-    """Return the quantity of the one market order a long-only book places for `signal`."""
-    held = position.quantity if position is not None else 0.0
-    if signal.side == "buy":
-        if held > EPSILON:
-            return Skip("already_long")
-        if not signal.price > 0:
-            return Skip("no_price")
-        return quote_amount / signal.price
-    if held <= EPSILON:
-        return Skip("no_position")
-    return held
 
 
 def apply_fill(position: PositionChanged | None, fill: OrderFilled) -> PositionChanged:

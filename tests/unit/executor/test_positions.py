@@ -1,27 +1,12 @@
-"""Order decisions and position arithmetic of the long-only paper book."""
+"""Position arithmetic of the long-only paper book, and client order ids."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.executor.broker import PaperBroker
-from services.executor.positions import Skip, apply_fill, order_quantity
-from shared.messages import OrderPlaced, SignalEmitted, client_order_id
-
-
-def signal(side: str, price: float = 2.0) -> SignalEmitted:
-    return SignalEmitted(
-        signal_id=f"s:{side}",
-        strategy="s",
-        exchange="x",
-        symbol="A/B",
-        timeframe="1m",
-        open_time_ms=0,
-        side=side,
-        price=price,
-        reason="",
-        candle_closed_at_ms=0,  # type: ignore[arg-type]
-    )
+from services.executor.broker import fee_of, slipped_price
+from services.executor.positions import apply_fill
+from shared.messages import OrderFilled, OrderPlaced, client_order_id
 
 
 def order(side: str, quantity: float) -> OrderPlaced:
@@ -37,25 +22,22 @@ def order(side: str, quantity: float) -> OrderPlaced:
     )
 
 
-def test_a_buy_when_flat_spends_the_quote_amount() -> None:
-    assert order_quantity(signal("buy", 2.0), None, quote_amount=1.0) == 0.5
-
-
-def test_a_buy_when_long_and_a_sell_when_flat_place_nothing() -> None:
-    broker = PaperBroker(slippage_bps=0, fee_bps=0)
-    long = apply_fill(None, broker.fill(order("buy", 1.0), price=2.0, now_ms=1))
-    assert order_quantity(signal("buy"), long, quote_amount=1.0) == Skip("already_long")
-    assert order_quantity(signal("sell"), None, quote_amount=1.0) == Skip("no_position")
-    assert order_quantity(signal("sell"), long, quote_amount=1.0) == 1.0
+def paper_fill(order: OrderPlaced, price: float) -> OrderFilled:
+    """Fill at `price` with 10 bps of slippage and a 10 bps fee, as the Trader does."""
+    filled = slipped_price(price, order.side, 10.0)
+    return OrderFilled(
+        fill_id=f"{order.client_order_id}-1", client_order_id=order.client_order_id,
+        exchange=order.exchange, symbol=order.symbol, side=order.side, price=filled,
+        quantity=order.quantity, fee=fee_of(filled, order.quantity, 10.0), filled_at_ms=0,
+    )  # fmt: skip
 
 
 def test_a_round_trip_realizes_the_price_move_net_of_fees_and_slippage() -> None:
-    broker = PaperBroker(slippage_bps=10, fee_bps=10)
-    bought = broker.fill(order("buy", 2.0), price=100.0, now_ms=1)
+    bought = paper_fill(order("buy", 2.0), 100.0)
     assert bought.price == pytest.approx(100.1) and bought.fee == pytest.approx(0.2002)
     long = apply_fill(None, bought)
     assert long.quantity == 2.0 and long.avg_price == pytest.approx(100.1)
-    sold = broker.fill(order("sell", 2.0), price=110.0, now_ms=2)
+    sold = paper_fill(order("sell", 2.0), 110.0)
     flat = apply_fill(long, sold)
     assert flat.quantity == 0.0 and flat.avg_price == 0.0
     assert flat.realized_pnl == pytest.approx((109.89 - 100.1) * 2 - 0.2002 - 109.89 * 2 * 0.001)
