@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+import msgspec
 import numpy as np
 
 from services.indicators.engine import IndicatorEngine, IndicatorParams, warm_up_jit
@@ -53,7 +54,14 @@ async def republished(
         for c in candles
         if (c.key, c.open_time_ms) not in fresh
     ]
-    return await store.indicators_at(seen)  # one query, however many were redelivered
+    stored = await store.indicators_at(seen)  # one query, however many were redelivered
+    # Stored rows keep the close only: the other prices come from the redelivered candles.
+    prices = {(c.key, c.open_time_ms): c for c in candles}
+    return [
+        msgspec.structs.replace(row, open=candle.open, high=candle.high, low=candle.low)
+        for row in stored
+        if (candle := prices.get((row.key, row.open_time_ms))) is not None
+    ]
 
 
 async def compute(engine: IndicatorEngine, batch: Batch, bus: Bus) -> list[IndicatorsComputed]:

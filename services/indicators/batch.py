@@ -11,7 +11,8 @@ values of each window in the order of the incremental step, so both give the sam
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias, TypeVar
 
 import numpy as np
 from numba import njit
@@ -31,6 +32,8 @@ from services.indicators.kernels import (
     _true_range,
     _volatility_ratio,
 )
+
+_Kernel = TypeVar("_Kernel", bound=Callable[..., Any])
 
 _BLOCK: Final = 4096  # candles per block: its scratch columns stay in the core's L2 cache
 
@@ -64,12 +67,19 @@ Views: TypeAlias = tuple[
 Views4: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]
 
 
+# The block loop and every function it calls take views of `work` and `out` only, which the
+# caller keeps alive: they compile without reference counting. Each view would otherwise cost
+# an atomic increment and decrement: about a microsecond per block in all.
+_blockwise: Callable[[_Kernel], _Kernel] = njit(  # type: ignore[call-overload]  # _nrt: not in the stubs
+    cache=True, error_model="numpy", _nrt=False
+)
+
 Averages: TypeAlias = tuple[float, float, float]  # RSI's gain and loss, ATR
 Prices: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]  # high, low, close, close before
 Targets: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]  # RSI twice, ATR twice
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _seed_averages(
     prices: Prices, first: int, averages: Averages, periods: tuple[int, int], targets: Targets
 ) -> Averages:
@@ -92,7 +102,7 @@ def _seed_averages(
     return gain, loss, average_range
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _smooth_averages(
     prices: Prices, averages: Averages, periods: tuple[int, int], targets: Targets
 ) -> Averages:
@@ -119,7 +129,7 @@ def _smooth_averages(
     return gain, loss, average_range
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _advance_averages(
     high: F64Array,
     low: F64Array,
@@ -163,14 +173,14 @@ def _advance_averages(
 # checks at run time that the columns do not overlap, and turns the loop into vector code.
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _copy(source: F64Array, target: F64Array) -> None:
     """Copy a column."""
     for j in range(target.shape[0]):
         target[j] = source[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _extremes_of_four(values: F64Array, lowest: F64Array, highest: F64Array) -> None:
     """Write the extremes of `values[j:j + 4]` to `lowest[j]` and `highest[j]`."""
     for j in range(lowest.shape[0]):
@@ -179,7 +189,7 @@ def _extremes_of_four(values: F64Array, lowest: F64Array, highest: F64Array) -> 
         highest[j] = max(max(a, b), max(c, d))
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _extremes_of_pairs(
     low: tuple[F64Array, F64Array],
     high: tuple[F64Array, F64Array],
@@ -194,7 +204,7 @@ def _extremes_of_pairs(
         highest[j] = max(high_now[j], high_before[j])
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _raw_of_extremes(values: F64Array, low: Views4, high: Views4, raw: F64Array) -> None:
     """Write the raw %K of `values[j]` within the extremes of the four `low` and `high` columns."""
     low0, low1, low2, low3 = low
@@ -205,35 +215,35 @@ def _raw_of_extremes(values: F64Array, low: Views4, high: Views4, raw: F64Array)
         raw[j] = _raw_stochastic(values[j], lowest, highest)
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _sum_four(total: F64Array, a: F64Array, b: F64Array, c: F64Array, d: F64Array) -> None:
     """Write the sum of four columns, added in their order to 0.0."""
     for j in range(total.shape[0]):
         total[j] = (((0.0 + a[j]) + b[j]) + c[j]) + d[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _add_four(total: F64Array, a: F64Array, b: F64Array, c: F64Array, d: F64Array) -> None:
     """Add four columns to a running total, in their order."""
     for j in range(total.shape[0]):
         total[j] = (((total[j] + a[j]) + b[j]) + c[j]) + d[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _add_one(total: F64Array, a: F64Array) -> None:
     """Add a column to a running total."""
     for j in range(total.shape[0]):
         total[j] = total[j] + a[j]
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _mean_of_sums(sums: F64Array, size: int, means: F64Array) -> None:
     """Write `_mean`'s last step from its partial sums: `sums[j + r]` is sum r of window j."""
     for j in range(means.shape[0]):
         means[j] = ((sums[j] + sums[j + 1]) + (sums[j + 2] + sums[j + 3])) / size
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _mean_of_sums_and_tail(
     sums: F64Array, tail: tuple[F64Array, F64Array, F64Array], size: int, means: F64Array
 ) -> None:
@@ -244,7 +254,7 @@ def _mean_of_sums_and_tail(
         means[j] = ((head + sums[j + 1]) + (sums[j + 2] + sums[j + 3])) / size
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _mean_of_tail(
     tail1: F64Array, tail2: F64Array, tail3: F64Array, size: int, means: F64Array
 ) -> None:
@@ -253,7 +263,7 @@ def _mean_of_tail(
         means[j] = ((tail1[j] + tail2[j]) + tail3[j]) / size
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _bands_of(
     atr: F64Array, atr_ma: F64Array, params: Params, ratio: F64Array, bands: Views
 ) -> None:
@@ -264,7 +274,28 @@ def _bands_of(
         lower[j], upper[j] = _bands(value, params)
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
+def _bands_of_sums(
+    atr: F64Array,
+    sums: F64Array,
+    last_terms: F64Array,
+    params: Params,
+    ratio: F64Array,
+    bands: Views,
+) -> None:
+    """`_bands_of` with ATR's moving average from its partial sums: `sums[j + r]` is sum r of
+    window j but its last value, `last_terms[j + r]`, which the loop adds (for sizes 4q, q > 1).
+    """
+    size = params[7]
+    lower, upper = bands[7], bands[8]
+    for j in range(ratio.shape[0]):
+        sum0, sum1 = sums[j] + last_terms[j], sums[j + 1] + last_terms[j + 1]
+        sum2, sum3 = sums[j + 2] + last_terms[j + 2], sums[j + 3] + last_terms[j + 3]
+        ratio[j] = value = _volatility_ratio(atr[j], ((sum0 + sum1) + (sum2 + sum3)) / size)
+        lower[j], upper[j] = _bands(value, params)
+
+
+@_blockwise
 def _rolling_stochastic(
     values: F64Array, work: F64Array, first: int, last: int, size: int, raw: F64Array
 ) -> None:
@@ -313,7 +344,41 @@ def _rolling_stochastic(
     )  # fmt: skip
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
+def _sum_column(
+    values: F64Array, work: F64Array, first: int, last: int, size: int, terms: int
+) -> None:
+    """Write the running sums of `_rolling_means` over their first `terms` values (>= 1) to
+    the `_SUMS` column: sum r of the window ending at t goes to `t - lag + r`, where the lag is
+    3 + size % 4 (the tail). The rest of that sum's values and the tail are still to add.
+    """
+    quads, tail = size // 4, size % 4
+    lag = tail + 3  # the window ending at t has its partial sum r at t - lag + r
+    column = work[_SUMS, first - lag : last]
+    m = column.shape[0]
+    oldest = first - lag - 4 * (quads - 1)
+    if terms >= 4:
+        _sum_four(
+            column, values[oldest : oldest + m], values[oldest + 4 : oldest + 4 + m],
+            values[oldest + 8 : oldest + 8 + m], values[oldest + 12 : oldest + 12 + m],
+        )  # fmt: skip
+        k = 4
+    else:
+        _copy(values[oldest : oldest + m], column)  # 0.0 + the first term
+        k = 1
+    while k + 4 <= terms:
+        at = oldest + 4 * k
+        _add_four(
+            column, values[at : at + m], values[at + 4 : at + 4 + m],
+            values[at + 8 : at + 8 + m], values[at + 12 : at + 12 + m],
+        )  # fmt: skip
+        k += 4
+    while k < terms:
+        _add_one(column, values[oldest + 4 * k : oldest + 4 * k + m])
+        k += 1
+
+
+@_blockwise
 def _rolling_means(
     values: F64Array, work: F64Array, first: int, last: int, size: int, means: F64Array
 ) -> None:
@@ -333,37 +398,15 @@ def _rolling_means(
     if quads == 0:
         _mean_of_tail(tail1, tail2, tail3, size, means)
         return
-    lag = tail + 3  # the window ending at t has its partial sum r at t - lag + r
-    column = work[_SUMS, first - lag : last]
-    m = column.shape[0]
-    oldest = first - lag - 4 * (quads - 1)
-    if quads >= 4:
-        _sum_four(
-            column, values[oldest : oldest + m], values[oldest + 4 : oldest + 4 + m],
-            values[oldest + 8 : oldest + 8 + m], values[oldest + 12 : oldest + 12 + m],
-        )  # fmt: skip
-        k = 4
-    else:
-        _copy(values[oldest : oldest + m], column)  # 0.0 + the first term
-        k = 1
-    while k + 4 <= quads:
-        at = oldest + 4 * k
-        _add_four(
-            column, values[at : at + m], values[at + 4 : at + 4 + m],
-            values[at + 8 : at + 8 + m], values[at + 12 : at + 12 + m],
-        )  # fmt: skip
-        k += 4
-    while k < quads:
-        _add_one(column, values[oldest + 4 * k : oldest + 4 * k + m])
-        k += 1
-    sums = work[_SUMS, first - lag : last - lag + 3]
+    _sum_column(values, work, first, last, size, quads)
+    sums = work[_SUMS, first - tail - 3 : last - tail]
     if tail == 0:
         _mean_of_sums(sums, size, means)
     else:
         _mean_of_sums_and_tail(sums, (tail1, tail2, tail3), size, means)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
 def _target(
     out: F64Array, row: int, work: F64Array, home: int, offset: int, start: int, end: int
 ) -> F64Array:
@@ -374,7 +417,7 @@ def _target(
     return work[home, offset : offset + end - start]
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _block_targets(
     out: F64Array, rows: I64Array, work: F64Array, offset: int, start: int, end: int
 ) -> Views:
@@ -392,7 +435,7 @@ def _block_targets(
     )
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _block_columns(
     work: F64Array, offset: int, m: int, params: Params, rows: I64Array, targets: Views
 ) -> None:
@@ -426,19 +469,53 @@ def _block_columns(
             _copy(work[_SMOOTH_K, first:last], targets[4])  # the same means of the same values
         else:
             _rolling_means(work[raw_fastk], work, first, last, fastd_period, targets[4])
-    if rows[6:].max() >= 0:
-        atr_ma = work[_ATR_MA, first:last]
-        _rolling_means(work[_ATR_COLUMN], work, first, last, atr_ma_period, atr_ma)
-        _bands_of(work[_ATR_COLUMN, first:last], atr_ma, params, targets[6], targets)
+    if max(rows[6], rows[7], rows[8]) >= 0:
+        atr = work[_ATR_COLUMN]
+        quads = atr_ma_period // 4
+        if atr_ma_period % 4 == 0 and quads > 1:  # one pass less: the bands add the last values
+            _sum_column(atr, work, first, last, atr_ma_period, quads - 1)
+            sums = work[_SUMS, first - 3 : last]
+            last_terms = atr[first - 3 : last]  # each sum's last value, as `sums`
+            _bands_of_sums(atr[first:last], sums, last_terms, params, targets[6], targets)
+        else:
+            atr_ma = work[_ATR_MA, first:last]
+            _rolling_means(atr, work, first, last, atr_ma_period, atr_ma)
+            _bands_of(atr[first:last], atr_ma, params, targets[6], targets)
 
 
-@njit(cache=True, error_model="numpy")
+@_blockwise
 def _keep_history(work: F64Array, offset: int, m: int) -> None:
     """Move the last `offset` values of each windowed column's `m`-candle block in front."""
     for row in range(_WINDOWED):
         column = work[row]
         for t in range(offset):
             column[t] = column[t + m]
+
+
+@_blockwise
+def _run_blocks(
+    prices: tuple[F64Array, F64Array, F64Array],
+    out: F64Array,
+    rows: I64Array,
+    work: F64Array,
+    history: int,
+    block: int,
+    params: Params,
+) -> None:
+    """Compute the requested outputs block by block: `work` has `history` + `block` columns."""
+    high, low, close = prices
+    n = close.shape[0]
+    averages = (0.0, 0.0, 0.0)
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        if start > 0:
+            _keep_history(work, history, block)
+        targets = _block_targets(out, rows, work, history, start, end)
+        averages = _advance_averages(
+            high, low, close, start, end, averages, work, history, (params[0], params[6]),
+            (targets[0], targets[5]),
+        )  # fmt: skip
+        _block_columns(work, history, end - start, params, rows, targets)
 
 
 @njit(cache=True, error_model="numpy")
@@ -515,17 +592,7 @@ def compute_selected_into(
     # Columns start with `history` values of the block before (zeros before the first).
     block = min(_BLOCK, max(n, 1))
     work = np.zeros((_SCRATCH_ROWS, history + block))
-    averages = (0.0, 0.0, 0.0)
-    for start in range(0, n, block):
-        end = min(n, start + block)
-        if start > 0:
-            _keep_history(work, history, block)
-        targets = _block_targets(out, rows, work, history, start, end)
-        averages = _advance_averages(
-            high, low, close, start, end, averages, work, history, (rsi_period, atr_period),
-            (targets[0], targets[5]),
-        )  # fmt: skip
-        _block_columns(work, history, end - start, params, rows, targets)
+    _run_blocks((high, low, close), out, rows, work, history, block, params)
     _fill_undefined(out, rows, params)
 
 

@@ -253,6 +253,9 @@ def _message(
         prev_band_lower=previous[1],
         prev_band_upper=previous[2],
         candle_closed_at_ms=candle.closed_at_ms,
+        open=candle.open,
+        high=candle.high,
+        low=candle.low,
     )
 
 
