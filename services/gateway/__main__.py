@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
@@ -25,6 +26,23 @@ class _Server(uvicorn.Server):
         yield
 
 
+def server_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
+    """Return how uvicorn serves the app: no access log (tokens ride in WebSocket URLs), and
+    WebSockets with pings and permessage-deflate."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # The Sans-I/O websockets protocol: its permessage-deflate keeps a small window
+        # (12 bits, memLevel 5) per connection, so compression costs little memory per client.
+        ws="websockets-sansio",
+        ws_per_message_deflate=settings.ws_compression,
+        ws_ping_interval=settings.ws_ping_interval_s,
+    )
+
+
 async def main(settings: GatewaySettings, bus: Bus, store: Store) -> None:
     """Serve the app until cancelled, then let uvicorn close connections gracefully."""
     # A relay failure stops the server; the error then propagates so the process exits non-zero.
@@ -34,15 +52,7 @@ async def main(settings: GatewaySettings, bus: Bus, store: Store) -> None:
         store=store,
         on_relay_failure=lambda _error: setattr(server, "should_exit", True),
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        ws_ping_interval=settings.ws_ping_interval_s,
-    )
-    server = _Server(config)
+    server = _Server(server_config(app, settings))
     serving = asyncio.ensure_future(server.serve())
     try:
         await asyncio.shield(serving)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
@@ -38,10 +40,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             route = route_template(scope)
-            metrics.HTTP_REQUESTS.labels(
-                method=scope["method"], route=route, status=str(status)
-            ).inc()
-            metrics.HTTP_REQUEST_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+            _counter(scope["method"], route, status).inc()
+            _timer(route).observe(time.perf_counter() - started)
 
 
 def route_template(scope: Scope) -> str:
@@ -49,3 +49,15 @@ def route_template(scope: Scope) -> str:
     # The router stores the matched route in the scope it shares with this middleware.
     template = getattr(scope.get("route"), "path_format", None)
     return template if isinstance(template, str) else UNMATCHED
+
+
+# `labels()` hashes and validates its arguments on every call; the series are few (templates x
+# methods x statuses), so each child is looked up once and kept.
+@functools.cache
+def _counter(method: str, route: str, status: int) -> Counter:
+    return metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status))
+
+
+@functools.cache
+def _timer(route: str) -> Histogram:
+    return metrics.HTTP_REQUEST_SECONDS.labels(route=route)

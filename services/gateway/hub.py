@@ -1,25 +1,33 @@
-"""WebSocket fan-out without sockets: (stream, entry id, message) in -> JSON text on client queues.
+"""WebSocket fan-out without sockets: (stream, entry id, message) in -> batched frames on outboxes.
 
 Channels are `candles:<symbol>` and `indicators:<symbol>` (`*` for every symbol), and `signals`,
-`orders`, `fills`, `positions`. Each client owns a bounded queue that the socket side drains; the
-hub only ever calls `put_nowait`, so publishing never waits for a client. A client whose queue is
-full is unsubscribed, its queue emptied, and a `Closing` item queued: the socket side sends
-`{"type": "dropped", ...}` and closes. Memory per client is therefore bounded by its queue.
+`orders`, `fills`, `positions`. Each client owns a bounded outbox (`subscriber.py`) that the
+socket side drains; the hub only ever appends, so publishing never waits for a client. An event
+is encoded once for every client that gets it; the outboxes are flushed together every few
+milliseconds (`flush`), so events close in time share one frame. A client whose outbox is full
+is unsubscribed, its outbox emptied, and closed: the socket side sends `{"type": "dropped"}`
+and closes. Memory per client is therefore bounded by its outbox.
+
+The hub remembers the last entry id it published on each stream. Acks and heartbeats tell each
+client those ids for the streams it receives: everything up to them is already in its outbox,
+so a client that reconnects with them (`since`) misses nothing and gets nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 import msgspec
 from pydantic import ValidationError
 
 from services.gateway.models import ChannelRequest, is_symbol
+from services.gateway.resume import ResumeError, resume_plan, streams_of
+from services.gateway.subscriber import Closing, Frame, Subscriber
 from shared import metrics
+from shared.bus_types import parse_id
 from shared.messages import CandleClosed, IndicatorsComputed, Message, Stream, to_builtins
 
 PER_SYMBOL_STREAMS: Final = frozenset({Stream.CANDLES, Stream.INDICATORS})
@@ -39,30 +47,6 @@ class ChannelError(ValueError):
     """Raised for a channel name the hub does not serve, with the reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class Closing:
-    """Queue item telling the socket side to send `dropped` with this reason, then close."""
-
-    reason: str
-    code: int
-
-    def to_text(self) -> str:
-        """Return the JSON frame announcing the close."""
-        return _encode({"type": "dropped", "reason": self.reason})
-
-
-Outgoing: TypeAlias = str | Closing
-
-
-@dataclass(eq=False, slots=True)
-class Subscriber:
-    """One WebSocket client: its send queue and its channels."""
-
-    queue: asyncio.Queue[Outgoing]
-    channels: set[str] = field(default_factory=set)
-    closed: bool = False
-
-
 def parse_channel(text: str) -> str:
     """Return `text` if it names a channel the hub serves, else raise ChannelError."""
     name, _, symbol = text.partition(":")
@@ -73,6 +57,8 @@ def parse_channel(text: str) -> str:
             f"unknown channel {text!r}: expected candles:<BASE/QUOTE|*>, "
             "indicators:<BASE/QUOTE|*>, signals, orders, fills or positions"
         ) from None
+    if stream is Stream.TICKS:
+        raise ChannelError(f"unknown channel {text!r}: ticks are the executor's input only")
     if stream in PER_SYMBOL_STREAMS:
         if symbol != ALL_SYMBOLS and not is_symbol(symbol):
             raise ChannelError(f"channel {text!r} needs a symbol: {name}:ETH/BTC or {name}:*")
@@ -89,37 +75,44 @@ def channels_for(stream: Stream, message: Message) -> tuple[str, ...]:
 
 
 def event_text(channel: str, stream: Stream, entry_id: str, message: Message) -> str:
-    """Return the JSON frame of one stream entry (NaN becomes null)."""
+    """Return the JSON object of one stream entry inside an `events` frame (NaN becomes null)."""
     return _encode(
-        {
-            "type": "event",
-            "channel": channel,
-            "stream": stream.value,
-            "id": entry_id,
-            "data": to_builtins(message),
-        }
+        {"channel": channel, "stream": stream.value, "id": entry_id, "data": to_builtins(message)}
     )
 
 
-def _encode(payload: dict[str, object]) -> str:
+def _encode(payload: Mapping[str, object]) -> str:
     return _json.encode(payload).decode()
 
 
 class Hub:
     """Route stream entries to the clients subscribed to their channels."""
 
-    def __init__(self, *, queue_size: int, max_channels: int) -> None:
+    def __init__(self, *, queue_size: int, max_channels: int, batch_max: int = 200) -> None:
         self._queue_size = queue_size
         self._max_channels = max_channels
+        self._batch_max = batch_max
         self._subscribers: set[Subscriber] = set()
         self._routes: defaultdict[str, set[Subscriber]] = defaultdict(set)
+        self._cursors: dict[Stream, str] = {}
+        self._counts: Counter[Stream] = Counter()
+        self._dirty: set[Subscriber] = set()
+        self._pending = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    def seed(self, cursors: Mapping[Stream, str]) -> None:
+        """Record where the relay starts on each stream (before any client subscribes)."""
+        self._cursors.update(cursors)
+
+    def cursor(self, stream: Stream) -> str | None:
+        """Return the id of the last entry published on `stream` (or where the relay started)."""
+        return self._cursors.get(stream)
+
     def connect(self) -> Subscriber:
-        """Register a new client with an empty, bounded queue and no channels."""
-        subscriber = Subscriber(queue=asyncio.Queue(maxsize=self._queue_size))
+        """Register a new client with an empty, bounded outbox and no channels."""
+        subscriber = Subscriber(limit=self._queue_size, batch_max=self._batch_max)
         self._subscribers.add(subscriber)
         metrics.WEBSOCKET_CLIENTS.inc()
         return subscriber
@@ -130,26 +123,47 @@ class Hub:
             return
         self._unroute(subscriber)
         self._subscribers.discard(subscriber)
+        self._dirty.discard(subscriber)
         metrics.WEBSOCKET_CLIENTS.dec()
 
-    def handle_request(self, subscriber: Subscriber, text: str | bytes) -> None:
-        """Apply a client's JSON request; queue the ack, or an error with the reason."""
+    def handle_request(self, subscriber: Subscriber, text: str | bytes) -> dict[Stream, str]:
+        """Apply a client's JSON request; queue the ack, or an error with the reason.
+
+        Returns the streams to resume, each with the client's last id (empty if none): the
+        caller reads their backlog (`replay`) and then calls `finish_resume` for each.
+        """
         if subscriber.closed:
-            return
+            return {}
+        plan: dict[Stream, str] = {}
         try:
             request = ChannelRequest.model_validate_json(text)
             channels = {parse_channel(channel) for channel in request.channels}
             if request.op == "subscribe":
+                busy = streams_of(subscriber.channels) | set(subscriber.holding)
+                plan = resume_plan(request.since or {}, channels, busy)
                 self.subscribe(subscriber, channels)
+                for stream in plan:
+                    subscriber.holding[stream] = []
+            elif request.since:
+                raise ResumeError("since goes with subscribe, not unsubscribe")
             else:
                 self.unsubscribe(subscriber, channels)
         except ValidationError as exc:
             self._reply(subscriber, {"type": "error", "reason": _reasons(exc)})
-        except ChannelError as exc:
+        except (ChannelError, ResumeError) as exc:
             self._reply(subscriber, {"type": "error", "reason": str(exc)})
         else:
-            # The ack lists every channel the client now holds, after either operation.
-            self._reply(subscriber, {"type": "subscribed", "channels": sorted(subscriber.channels)})
+            # The ack lists every channel the client now holds, after either operation, and
+            # the last id of each stream it receives live: nothing up to it is still to come.
+            self._reply(
+                subscriber,
+                {
+                    "type": "subscribed",
+                    "channels": sorted(subscriber.channels),
+                    "ids": self._ids_for(subscriber),
+                },
+            )
+        return plan
 
     def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         """Add already-parsed channels; raise ChannelError past the per-client limit."""
@@ -168,6 +182,8 @@ class Hub:
 
     def publish(self, stream: Stream, entry_id: str, message: Message) -> int:
         """Queue one entry for every client subscribed to its channels; return how many."""
+        self._cursors[stream] = entry_id
+        self._counts[stream] += 1
         channels = channels_for(stream, message)
         targets: set[Subscriber] = set()
         for channel in channels:
@@ -175,37 +191,123 @@ class Hub:
         if not targets:
             return 0
         text = event_text(channels[0], stream, entry_id, message)  # encoded once for all
-        delivered = sum(self._offer(subscriber, text) for subscriber in targets)
+        delivered = 0
+        for subscriber in targets:
+            if stream in subscriber.holding:
+                accepted = subscriber.hold(stream, parse_id(entry_id), text)
+            else:
+                accepted = subscriber.put(text)
+                self._mark(subscriber)
+            if accepted:
+                delivered += 1
+            else:
+                self._drop_slow(subscriber)
         metrics.WEBSOCKET_MESSAGES.labels(channel_kind=stream.value).inc(delivered)
         return delivered
+
+    def replay(
+        self, subscriber: Subscriber, stream: Stream, entries: Sequence[tuple[str, Message]]
+    ) -> int:
+        """Queue backlog entries of a stream being resumed that match the client's channels."""
+        sent = 0
+        for entry_id, message in entries:
+            channels = channels_for(stream, message)
+            if subscriber.closed or subscriber.channels.isdisjoint(channels):
+                continue
+            if not subscriber.put(event_text(channels[0], stream, entry_id, message)):
+                self._drop_slow(subscriber)
+                break
+            sent += 1
+        if sent:
+            self._mark(subscriber)
+            metrics.WEBSOCKET_RESUMED.labels(stream=stream.value).inc(sent)
+        return sent
+
+    def finish_resume(
+        self, subscriber: Subscriber, stream: Stream, last_id: str, *, sent: int, gap: bool
+    ) -> None:
+        """End a stream's backlog at `last_id`: release the live events held meanwhile that
+        are newer, then tell the client (`resumed`, with whether entries were lost)."""
+        for event in subscriber.release(stream, parse_id(last_id)):
+            if not subscriber.put(event):
+                self._drop_slow(subscriber)
+                return
+        self._mark(subscriber)
+        self._reply(
+            subscriber, {"type": "resumed", "stream": stream.value, "count": sent, "gap": gap}
+        )
+
+    async def wait_dirty(self) -> None:
+        """Wait until some outbox has events that were not flushed yet."""
+        await self._pending.wait()
+
+    def flush(self) -> int:
+        """Let every outbox with new events be sent; return how many clients that was."""
+        dirty = self._dirty
+        self._dirty = set()
+        self._pending.clear()
+        sent = 0
+        for subscriber in dirty:
+            sent += subscriber.flush()
+        if sent:
+            metrics.WEBSOCKET_FRAMES.inc(sent)
+        return len(dirty)
+
+    def heartbeat(self, time_ms: int, elapsed_s: float) -> None:
+        """Queue a heartbeat for every client: the time, entries/s per stream since the last
+        heartbeat, and the last id of each stream the client receives."""
+        rates = {
+            stream.value: round(self._counts[stream] / elapsed_s, 3) if elapsed_s > 0 else 0.0
+            for stream in Stream
+            if stream is not Stream.TICKS
+        }
+        self._counts.clear()
+        for subscriber in list(self._subscribers):
+            payload = {
+                "type": "heartbeat",
+                "time_ms": time_ms,
+                "rates": rates,
+                "ids": self._ids_for(subscriber),
+            }
+            if not subscriber.closed and not subscriber.put(Frame(_encode(payload))):
+                self._drop_slow(subscriber)
 
     def close_all(self, reason: str, code: int) -> None:
         """Tell every client to close, e.g. when the relay stopped or the server stops."""
         for subscriber in list(self._subscribers):
             self._drop(subscriber, Closing(reason, code))
 
-    def _reply(self, subscriber: Subscriber, payload: dict[str, object]) -> None:
-        if self._offer(subscriber, _encode(payload)):
-            metrics.WEBSOCKET_MESSAGES.labels(channel_kind="control").inc()
+    def _ids_for(self, subscriber: Subscriber) -> dict[str, str]:
+        # Not the streams being resumed: their backlog is still to come.
+        return {
+            stream.value: cursor
+            for stream in streams_of(subscriber.channels)
+            if stream not in subscriber.holding and (cursor := self._cursors.get(stream))
+        }
 
-    def _offer(self, subscriber: Subscriber, text: str) -> bool:
-        try:
-            subscriber.queue.put_nowait(text)
-        except asyncio.QueueFull:
+    def _mark(self, subscriber: Subscriber) -> None:
+        self._dirty.add(subscriber)
+        self._pending.set()
+
+    def _reply(self, subscriber: Subscriber, payload: dict[str, object]) -> None:
+        if subscriber.closed:
+            return
+        if subscriber.put(Frame(_encode(payload))):
+            metrics.WEBSOCKET_MESSAGES.labels(channel_kind="control").inc()
+        else:
+            self._drop_slow(subscriber)
+
+    def _drop_slow(self, subscriber: Subscriber) -> None:
+        if not subscriber.closed:
             self._drop(subscriber, Closing(SLOW_CONSUMER, CLOSE_POLICY_VIOLATION))
             metrics.WEBSOCKET_DROPPED.labels(reason="slow_consumer").inc()
-            return False
-        return True
 
     def _drop(self, subscriber: Subscriber, closing: Closing) -> None:
         if subscriber.closed:
             return
-        subscriber.closed = True
         self._unroute(subscriber)
-        # Emptying the queue frees its memory now and makes room for the one Closing item.
-        while not subscriber.queue.empty():
-            subscriber.queue.get_nowait()
-        subscriber.queue.put_nowait(closing)
+        self._dirty.discard(subscriber)
+        subscriber.close(closing)  # empties the outbox: its memory is freed now
 
     def _unroute(self, subscriber: Subscriber) -> None:
         for channel in subscriber.channels:

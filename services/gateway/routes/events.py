@@ -1,9 +1,21 @@
-"""WebSocket /ws: subscribe/unsubscribe requests in -> live stream events out.
+"""WebSocket /ws: a token, then subscribe/unsubscribe requests in -> batched stream events out.
 
-Client frames: `{"op": "subscribe" | "unsubscribe", "channels": ["candles:ETH/BTC", "signals"]}`.
-Server frames: `{"type": "event", "channel", "stream", "id", "data"}`, `{"type": "subscribed",
-"channels": [every channel now held]}`, `{"type": "error", "reason"}` (the connection stays open)
-and `{"type": "dropped", "reason"}` just before the server closes the connection.
+The token (read or admin role) comes as `Authorization: Bearer <token>` or, from a browser, as
+the `token` query parameter; without a known one the server accepts and at once closes with
+1008 (policy violation), so a page can tell a refused token from a network failure.
+
+Client frames: `{"op": "subscribe" | "unsubscribe", "channels": ["candles:ETH/BTC", "signals"]}`,
+and on subscribe optionally `"since": {"candles": "<last id>", ...}` to resume streams.
+Server frames (every one is a JSON object with a `type`):
+
+- `events`: `{"events": [{"channel", "stream", "id", "data"}, ...]}`, in stream order per stream;
+- `subscribed`: every channel now held, and `ids`: the last id of each stream received live;
+- `resumed`: `{"stream", "count", "gap"}` once a resumed stream's backlog was sent;
+- `heartbeat`: `{"time_ms", "rates": entries/s per stream, "ids"}` every few seconds;
+- `error`: `{"reason"}`, the connection stays open;
+- `dropped`: `{"reason"}` just before the server closes the connection.
+
+docs/websocket.md has the whole protocol, resuming included.
 """
 
 from __future__ import annotations
@@ -15,8 +27,12 @@ from typing import Final
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
-from services.gateway.dependencies import HubDep
-from services.gateway.hub import Closing, Hub, Subscriber
+from services.gateway.auth import UNAUTHORIZED, websocket_role
+from services.gateway.dependencies import BusDep, HubDep, SettingsDep
+from services.gateway.hub import CLOSE_POLICY_VIOLATION, Hub
+from services.gateway.relay import backfill
+from services.gateway.subscriber import Closing, Subscriber
+from shared.bus import Bus
 
 FAREWELL_TIMEOUT_S: Final = 5.0
 
@@ -24,43 +40,58 @@ router = APIRouter()
 
 
 @router.websocket("/ws")
-async def stream_events(websocket: WebSocket, hub: HubDep) -> None:
-    """Serve one client: a reader applies its requests, a writer drains its queue."""
+async def stream_events(
+    websocket: WebSocket, hub: HubDep, bus: BusDep, settings: SettingsDep
+) -> None:
+    """Serve one client: a reader applies its requests; the hub sends its frames."""
     await websocket.accept()
+    if websocket_role(websocket) is None:
+        await websocket.close(code=CLOSE_POLICY_VIOLATION, reason=UNAUTHORIZED)
+        return
     subscriber = hub.connect()
-    writer = asyncio.create_task(_write(websocket, subscriber))
-    reader = asyncio.create_task(_read(websocket, hub, subscriber))
+    subscriber.attach(websocket.send)
+    reader = asyncio.create_task(_read(websocket, hub, bus, subscriber, settings.ws_resume_page))
+    ended = asyncio.create_task(subscriber.wait_closed())
+    tasks = {reader, ended}
     try:
-        # Either side ending ends the connection: the client left, or the hub dropped it.
-        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        # Either ending ends the connection: the client left, the hub dropped it, or a send
+        # failed. A send stuck on a client that stopped reading is cancelled, not waited for.
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (writer, reader):
+        subscriber.detach()
+        for task in tasks:
             task.cancel()
-        await asyncio.wait({writer, reader})
+        await asyncio.wait(tasks)
         hub.disconnect(subscriber)
-    for task in done:
-        error = task.exception()
+    if subscriber.closing is not None:
+        await _farewell(websocket, subscriber.closing)
+    if reader in done and not reader.cancelled():
+        error = reader.exception()
         if error is not None and not isinstance(error, WebSocketDisconnect):
             raise error
 
 
-async def _read(websocket: WebSocket, hub: Hub, subscriber: Subscriber) -> None:
+async def _read(
+    websocket: WebSocket, hub: Hub, bus: Bus, subscriber: Subscriber, page: int
+) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         data = message.get("text")
-        hub.handle_request(subscriber, data if data is not None else message.get("bytes", b""))
+        plan = hub.handle_request(
+            subscriber, data if data is not None else message.get("bytes", b"")
+        )
+        if plan:
+            # Inline: the client's next request waits until its backlog has been queued.
+            await backfill(bus, hub, subscriber, plan, page=page)
 
 
-async def _write(websocket: WebSocket, subscriber: Subscriber) -> None:
-    while True:
-        item = await subscriber.queue.get()
-        if isinstance(item, Closing):
-            # Best effort and bounded: a client too slow to read events may never read this.
-            with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, TimeoutError):
-                async with asyncio.timeout(FAREWELL_TIMEOUT_S):
-                    await websocket.send_text(item.to_text())
-                    await websocket.close(code=item.code, reason=item.reason)
-            return
-        await websocket.send_text(item)
+async def _farewell(websocket: WebSocket, closing: Closing) -> None:
+    # Best effort and bounded: a client too slow to read events may never read this.
+    with contextlib.suppress(
+        WebSocketDisconnect, WebSocketDisconnected, TimeoutError, RuntimeError
+    ):
+        async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+            await websocket.send_text(closing.to_text())
+            await websocket.close(code=closing.code, reason=closing.reason)

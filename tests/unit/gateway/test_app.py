@@ -1,9 +1,11 @@
-"""The gateway app over MemoryBus and a SQLite store: REST reads, validation, errors, /ws."""
+"""The gateway app over MemoryBus and a SQLite store: REST reads, validation and errors."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from signal import SIGTERM
 from signal import signal as set_signal_handler
@@ -12,15 +14,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
-from starlette.websockets import WebSocketDisconnect
 
 from services.gateway.app import create_app, stop_process
+from services.gateway.cache import ALL_SYMBOLS, Kind
 from services.gateway.settings import GatewaySettings
+from services.indicators.engine import IndicatorParams, compute_frame
 from shared.bus import MemoryBus
-from shared.messages import CandleClosed, Message, Stream
-from shared.store import CandleRow, Store, create_engine, upgrade
+from shared.messages import Stream
+from shared.store import Store, create_engine, upgrade
+from shared.store_pages import JsonPage
 from tests.fakes import (
-    candle,
     fill,
     indicators,
     order,
@@ -33,11 +36,23 @@ from tests.fakes import (
 pytestmark = pytest.mark.timeout(30)
 
 CANDLES = real_candles(120)
-EVERY_CHANNEL = ["candles:*", "indicators:*", "signals", "orders", "fills", "positions"]
 
 
-def settings() -> GatewaySettings:
-    return GatewaySettings(_env_file=None, block_ms=20, ws_queue_size=100, ws_max_channels=10)
+READ_TOKEN = "read-token-for-the-gateway-tests-0001"
+ADMIN_TOKEN = "admin-token-for-the-gateway-tests-0002"
+READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"}
+
+
+def settings(**overrides: Any) -> GatewaySettings:
+    return GatewaySettings(
+        _env_file=None,
+        block_ms=20,
+        ws_queue_size=100,
+        ws_max_channels=10,
+        api_tokens_read=READ_TOKEN,
+        api_tokens_admin=ADMIN_TOKEN,
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -65,7 +80,7 @@ def client(
     store: Store, bus: MemoryBus, relay_failures: list[BaseException]
 ) -> Iterator[TestClient]:
     app = create_app(settings(), bus=bus, store=store, on_relay_failure=relay_failures.append)
-    with TestClient(app) as client:
+    with TestClient(app, headers=READ_HEADERS) as client:
         yield client
 
 
@@ -224,13 +239,13 @@ def test_trading_endpoints_filter_by_symbol_and_time(client: TestClient, store: 
 class FailingStore(Store):
     """A store whose candle query fails the way a broken database driver would."""
 
-    async def candles_between(self, **query: Any) -> list[CandleRow]:
+    async def json_page(self, table: Any, **query: Any) -> JsonPage:
         raise RuntimeError("password=hunter2 in a driver error")
 
 
 def test_unexpected_failure_is_a_500_that_leaks_nothing(store: Store, bus: MemoryBus) -> None:
     app = create_app(settings(), bus=bus, store=FailingStore(store.engine))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, headers=READ_HEADERS) as client:
         response = client.get("/api/v1/candles", params={"symbol": "ETH/BTC", "timeframe": "1m"})
 
     assert response.status_code == 500
@@ -267,15 +282,6 @@ def test_health_is_ok_while_the_relay_runs(client: TestClient) -> None:
     assert response.json() == {"status": "ok", "websocket_clients": 0}
 
 
-def test_root_serves_the_live_page(client: TestClient) -> None:
-    response = client.get("/")
-
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    assert 'new WebSocket(scheme + location.host + "/ws")' in response.text
-    assert "src=" not in response.text  # no CDN: the page works offline
-
-
 def test_openapi_documents_each_resource_with_its_response_model(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 
@@ -292,185 +298,8 @@ def test_openapi_documents_each_resource_with_its_response_model(client: TestCli
         assert "422" in paths[path]["get"]["responses"], path
 
 
-# --- WebSocket -------------------------------------------------------------------------------
-
-
-def publish(client: TestClient, bus: MemoryBus, stream: Stream, message: Message) -> str:
-    """Publish on the app's event loop, as another service would; return the entry id."""
-    assert client.portal is not None
-    entry_id: str = client.portal.call(bus.publish, stream, message)
-    return entry_id
-
-
-def subscribe(websocket: Any, channels: Sequence[str]) -> None:
-    websocket.send_json({"op": "subscribe", "channels": list(channels)})
-    assert websocket.receive_json() == {"type": "subscribed", "channels": sorted(channels)}
-
-
-def receive_until(websocket: Any, stream: str, entry_id: str) -> list[dict[str, Any]]:
-    """Return the frames received up to and including one entry's event."""
-    frames = []
-    while True:
-        frames.append(websocket.receive_json())
-        if frames[-1].get("stream") == stream and frames[-1].get("id") == entry_id:
-            return frames
-
-
-def test_websocket_client_receives_only_its_channels(client: TestClient, bus: MemoryBus) -> None:
-    published: list[tuple[Stream, Message]] = [
-        (Stream.CANDLES, candle("LTC/BTC")),
-        (Stream.INDICATORS, indicators("ETH/BTC")),
-        (Stream.ORDERS, order()),
-        (Stream.CANDLES, candle("ETH/BTC")),
-        (Stream.SIGNALS, signal()),
-        (Stream.POSITIONS, position()),
-    ]
-    with client.websocket_connect("/ws") as filtered, client.websocket_connect("/ws") as observer:
-        subscribe(filtered, ["candles:ETH/BTC", "signals"])
-        subscribe(observer, EVERY_CHANNEL)
-
-        ids = [publish(client, bus, stream, message) for stream, message in published]
-        # Once the observer has every event, the hub has queued whatever the filtered client
-        # would get; a marker after that bounds its frames.
-        seen = {(frame["stream"], frame["id"]) for frame in (observer.receive_json() for _ in ids)}
-        assert seen == {
-            (stream.value, entry_id) for (stream, _), entry_id in zip(published, ids, strict=True)
-        }
-        marker = publish(client, bus, Stream.SIGNALS, signal("XRP/ETH"))
-        frames = receive_until(filtered, "signals", marker)[:-1]
-
-    received = sorted((f["channel"], f["stream"], f["id"]) for f in frames)
-    assert received == sorted(
-        [("candles:ETH/BTC", "candles", ids[3]), ("signals", "signals", ids[4])]
-    )
-    event = next(f for f in frames if f["stream"] == "candles")
-    assert event["type"] == "event"
-    assert event["data"]["symbol"] == "ETH/BTC" and event["data"]["close"] == candle().close
-
-
-def test_unsubscribed_channel_gets_no_more_events(client: TestClient, bus: MemoryBus) -> None:
-    with client.websocket_connect("/ws") as websocket:
-        subscribe(websocket, ["signals", "orders"])
-        websocket.send_json({"op": "unsubscribe", "channels": ["signals"]})
-        assert websocket.receive_json() == {"type": "subscribed", "channels": ["orders"]}
-
-        publish(client, bus, Stream.SIGNALS, signal())
-        # Same hub call order as the relay sees them: a signal event would precede this order.
-        first_order = publish(client, bus, Stream.ORDERS, order())
-        frames = receive_until(websocket, "orders", first_order)
-
-    assert [f["stream"] for f in frames] == ["orders"]
-
-
-def test_bad_request_gets_an_error_and_the_connection_stays_open(client: TestClient) -> None:
-    with client.websocket_connect("/ws") as websocket:
-        websocket.send_text("subscribe me")
-        assert websocket.receive_json()["type"] == "error"
-        websocket.send_json({"op": "subscribe", "channels": ["trades"]})
-        error = websocket.receive_json()
-        assert error["type"] == "error" and "unknown channel 'trades'" in error["reason"]
-
-        subscribe(websocket, ["fills"])
-
-
-def test_connected_clients_show_in_health(client: TestClient) -> None:
-    with client.websocket_connect("/ws") as websocket:
-        subscribe(websocket, ["fills"])
-        assert client.get("/health").json()["websocket_clients"] == 1
-
-
-# --- relay failure ---------------------------------------------------------------------------
-
-
-class BreakableBus(MemoryBus):
-    """A MemoryBus whose tail fails, like a lost Redis, once the test breaks it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._broken = asyncio.Event()
-
-    async def break_tail(self) -> None:
-        self._broken.set()
-
-    async def tail(
-        self, streams: Sequence[Stream], *, block_ms: int, count: int
-    ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
-        await self._broken.wait()
-        raise ConnectionError("Redis went away")
-        yield []  # an async generator, like the real tail
-
-
-def test_relay_failure_closes_clients_fails_health_and_stops_the_app(store: Store) -> None:
-    bus = BreakableBus()
-    failures: list[BaseException] = []
-    app = create_app(settings(), bus=bus, store=store, on_relay_failure=failures.append)
-
-    client = TestClient(app).__enter__()
-    try:
-        assert client.get("/health").status_code == 200
-        with client.websocket_connect("/ws") as websocket:
-            subscribe(websocket, ["candles:*"])
-            assert client.portal is not None
-            client.portal.call(bus.break_tail)
-
-            assert websocket.receive_json() == {"type": "dropped", "reason": "relay stopped"}
-            with pytest.raises(WebSocketDisconnect) as closed:
-                websocket.receive_json()
-            assert closed.value.code == 1011
-
-        assert [type(error) for error in failures] == [ConnectionError]
-        health = client.get("/health")
-        assert health.status_code == 503 and health.json()["status"] == "relay stopped"
-    finally:
-        # The relay's error is re-raised when the app shuts down.
-        with pytest.raises(ConnectionError, match="Redis went away"):
-            client.__exit__(None, None, None)
-
-
-def test_relay_whose_tail_ends_is_a_failure_too(store: Store) -> None:
-    class EndingBus(MemoryBus):
-        async def tail(
-            self, streams: Sequence[Stream], *, block_ms: int, count: int
-        ) -> AsyncIterator[list[tuple[Stream, str, Message]]]:
-            for _ in ():
-                yield []
-
-    failures: list[BaseException] = []
-    app = create_app(settings(), bus=EndingBus(), store=store, on_relay_failure=failures.append)
-
-    client = TestClient(app).__enter__()
-    try:
-        while not failures:
-            client.get("/health")
-        assert client.get("/health").status_code == 503
-    finally:
-        with pytest.raises(RuntimeError, match="tail ended"):
-            client.__exit__(None, None, None)
-
-
-def test_websocket_event_of_a_real_candle_is_its_wire_message(
-    client: TestClient, bus: MemoryBus
-) -> None:
-    real: CandleClosed = CANDLES[-1]
-    with client.websocket_connect("/ws") as websocket:
-        subscribe(websocket, ["candles:*"])
-        entry_id = publish(client, bus, Stream.CANDLES, real)
-        (frame,) = receive_until(websocket, "candles", entry_id)
-
-    assert frame["data"] == {
-        "v": 1,
-        "exchange": "binance",
-        "symbol": "ETH/BTC",
-        "timeframe": "1m",
-        "open_time_ms": real.open_time_ms,
-        "open": real.open,
-        "high": real.high,
-        "low": real.low,
-        "close": real.close,
-        "volume": real.volume,
-        "source": "replay",
-        "closed_at_ms": real.closed_at_ms,
-    }
+# --- relay failure hook ------------------------------------------------------------------
+# (the WebSocket tests, relay failures included, are in test_events.py)
 
 
 def test_default_relay_failure_hook_stops_the_process_as_sigterm_does() -> None:
@@ -482,3 +311,127 @@ def test_default_relay_failure_hook_stops_the_process_as_sigterm_does() -> None:
         set_signal_handler(SIGTERM, previous)
 
     assert received == [SIGTERM]
+
+
+# --- tokens, market status, computed indicators, pages, PnL, readiness -----------------------
+
+
+def test_every_api_route_needs_a_token_and_the_probes_do_not(store: Store, bus: MemoryBus) -> None:
+    app = create_app(settings(), bus=bus, store=store)
+    with TestClient(app) as anonymous:
+        paths = anonymous.get("/openapi.json").json()["paths"]
+        refused = {
+            (method, path): anonymous.request(method, path.replace("{job_id}", "x")).status_code
+            for path, operations in paths.items()
+            if path.startswith("/api/v1")
+            for method in operations
+        }
+        probes = [anonymous.get(path).status_code for path in ("/health", "/ready", "/")]
+
+    assert len(refused) >= 12 and set(refused.values()) == {401}, refused
+    assert probes == [200, 200, 200]
+
+
+def test_symbols_show_each_market_with_its_newest_candle(client: TestClient) -> None:
+    (market,) = client.get("/api/v1/symbols").json()
+
+    newest = CANDLES[-1]
+    assert market["symbol"] == "ETH/BTC" and market["timeframe"] == "1m"
+    assert market["last_open_time_ms"] == newest.open_time_ms
+    assert market["last_close_time_ms"] == newest.open_time_ms + 60_000
+    assert market["last_close"] == newest.close and market["source"] == "replay"
+    assert market["stale"] and not market["paused"]
+    assert client.get("/api/v1/symbols", params={"timeframe": "5m"}).json() == []
+
+
+def test_computed_indicators_equal_a_batch_pass_over_the_stored_candles(
+    client: TestClient,
+) -> None:
+    market = {"symbol": "ETH/BTC", "timeframe": "1m", "limit": 50}
+    default = client.get("/api/v1/indicators/computed", params=market)
+    faster = client.get("/api/v1/indicators/computed", params=market | {"rsi_period": 7})
+
+    frame = compute_frame(
+        [c.open_time_ms for c in CANDLES], [c.high for c in CANDLES], [c.low for c in CANDLES],
+        [c.close for c in CANDLES], timeframe_ms=60_000, params=IndicatorParams(),
+    )  # fmt: skip
+    assert default.status_code == 200, default.text
+    rows = default.json()
+    assert [row["open_time_ms"] for row in rows] == [c.open_time_ms for c in CANDLES[-50:]]
+    for name in ("rsi", "stoch_k", "band_lower", "prev_stoch_k", "atr"):
+        expected = [None if math.isnan(v) else v for v in frame[name][-50:].tolist()]
+        assert [row[name] for row in rows] == pytest.approx(expected), name
+    assert [row["rsi"] for row in faster.json()] != [row["rsi"] for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"rsi_period": 0}, "greater than or equal to 1"),
+        ({"sensitivity": 0}, "greater than 0"),
+        ({"atr_period": 1001}, "less than or equal to 1000"),
+        ({"cursor": "abc"}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_indicator_parameters_are_422(
+    client: TestClient, params: dict[str, object], reason: str
+) -> None:
+    query = {"symbol": "ETH/BTC", "timeframe": "1m", **params}
+    response = client.get("/api/v1/indicators/computed", params=query)
+
+    assert response.status_code == 422 and reason in response.text
+
+
+def test_cursor_pages_walk_back_over_every_candle(client: TestClient) -> None:
+    seen: list[int] = []
+    params: dict[str, object] = {"symbol": "ETH/BTC", "timeframe": "1m", "limit": 50}
+    while True:
+        response = client.get("/api/v1/candles", params=params)
+        seen = open_times(response) + seen
+        if "x-next-cursor" not in response.headers:
+            break
+        params["cursor"] = response.headers["x-next-cursor"]
+
+    assert seen == [c.open_time_ms for c in CANDLES]
+
+
+def test_pnl_without_a_saved_trader_has_no_equity(client: TestClient, store: Store) -> None:
+    asyncio.run(store.record_execution(order=order(), fill=fill(), position=position()))
+
+    summary = client.get("/api/v1/pnl").json()
+    curve = client.get("/api/v1/pnl/equity").json()
+
+    assert summary["initial_equity"] is None and summary["equity"] is None
+    assert summary["open_positions"] == 1 and summary["fills"] == 1
+    assert [point["equity"] for point in curve] == [None]
+
+
+def test_ready_on_the_in_process_bus_and_sqlite(client: TestClient) -> None:
+    response = client.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+def test_a_repeated_read_comes_from_the_cache_until_an_event_and_never_without_a_token(
+    client: TestClient, store: Store, bus: MemoryBus
+) -> None:
+    before = client.get("/api/v1/positions").json()
+    # Stored behind the gateway's back (no event): the cached answer stands.
+    asyncio.run(store.record_execution(order=order(), fill=fill(), position=position()))
+    cached = client.get("/api/v1/positions")
+    anonymous = client.get("/api/v1/positions", headers={"Authorization": ""})
+    stranger = client.get("/api/v1/positions", headers={"Authorization": "Bearer unknown"})
+
+    assert client.portal is not None
+    entry_id = client.portal.call(bus.publish, Stream.POSITIONS, position())
+    deadline = time.monotonic() + 5
+    while client.app.state.cache.generation(Kind.POSITIONS, ALL_SYMBOLS) != entry_id:
+        assert time.monotonic() < deadline, "the cache never heard the event"
+        time.sleep(0.01)
+    after = client.get("/api/v1/positions").json()
+
+    assert before == [] and cached.json() == [] and cached.status_code == 200
+    assert anonymous.status_code == stranger.status_code == 401
+    assert [row["symbol"] for row in after] == ["ETH/BTC"]
+    assert http_requests("/api/v1/positions", "200") >= 3  # the fast path keeps the label
