@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: run test test-unit install services lint bench clean
+.PHONY: run test test-unit install services tools lint bench clean
 
 run: install             ## the whole pipeline in one process (in-memory bus, SQLite, simulated market)
 	$(BIN)/candlebus up
 
-test: install services   ## every test: unit, integration (real Redis + Postgres), end-to-end
+test: install services tools  ## every test: unit, integration (real Redis + Postgres), end-to-end
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: install       ## the fast layer only: no sockets
@@ -26,12 +26,16 @@ $(BIN)/.installed: pyproject.toml
 services:                ## make sure Redis and Postgres answer (starts them where it can)
 	@scripts/ensure-services.sh
 
+tools:                   ## Chromium and Prometheus for the browser and monitoring tests (Debian packages)
+	@scripts/ensure-tools.sh
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 bench: install services  ## performance runs; figures go to BENCHMARKS.md
 	$(BIN)/python benchmarks/indicators.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/gateway.py
 
 clean:
 	rm -rf $(VENV) .numba-cache data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Coroutine
@@ -17,7 +18,9 @@ from services.collector.__main__ import main as collector_main
 from services.collector.settings import CollectorSettings
 from services.executor.__main__ import main as executor_main
 from services.executor.settings import ExecutorSettings
+from services.gateway import token_file
 from services.gateway.__main__ import main as gateway_main
+from services.gateway.auth import Role
 from services.gateway.settings import GatewaySettings
 from services.indicators.__main__ import main as indicators_main
 from services.indicators.settings import IndicatorsSettings
@@ -77,6 +80,27 @@ async def report_status(url: str, interval_s: float = 1.0) -> None:
             last_print = now
 
 
+def gateway_tokens(data_dir: Path, url: str) -> dict[str, Any]:
+    """Return the gateway's token settings: none if API_TOKENS_ADMIN is set (the environment
+    then holds them), else the hashes kept in `data_dir`, made and printed once at first start."""
+    if os.environ.get("API_TOKENS_ADMIN"):
+        return {}
+    stored = token_file.load_or_create(data_dir)
+    if stored.created is not None:
+        read, admin = (stored.created[role] for role in (Role.READ, Role.ADMIN))
+        print(
+            "API tokens, shown this once (only their hashes are kept, in "
+            f"{data_dir / token_file.FILE_NAME}):\n"
+            f"  read   {read}\n  admin  {admin}\n"
+            f"  dashboard with the admin token: {url}/#token={admin}",
+            flush=True,
+        )
+    return {
+        "api_tokens_read": ",".join(stored.read_hashes),
+        "api_tokens_admin": ",".join(stored.admin_hashes),
+    }
+
+
 async def serve_embedded(options: EmbeddedOptions) -> None:
     """Run the five services as tasks on one bus and one SQLite store until one of them fails."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +127,13 @@ async def serve_embedded(options: EmbeddedOptions) -> None:
             "synthetic_seed": options.seed,
             "candle_interval_s": options.candle_interval_s,
         }
+    url = f"http://{options.host}:{options.port}"
+    tokens = gateway_tokens(options.data_dir, url)
     bus = MemoryBus()
     store = Store(create_engine(database_url))
-    url = f"http://{options.host}:{options.port}"
     services: dict[str, Coroutine[Any, Any, None]] = {
         "gateway": gateway_main(
-            GatewaySettings(**common, host=options.host, port=options.port), bus, store
+            GatewaySettings(**common, **tokens, host=options.host, port=options.port), bus, store
         ),
         "executor": executor_main(ExecutorSettings(**common), bus, store),
         "signals": signals_main(SignalsSettings(**common), bus, store),

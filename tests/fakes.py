@@ -1,4 +1,5 @@
-"""Small builders shared by the tests: real candles as wire messages, one trade's messages."""
+"""Small builders shared by the tests: real candles as wire messages, one trade's messages,
+a real market's ticks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
+from services.executor.records import candle_of, signal_of
+from services.executor.settings import ExecutorSettings
+from services.executor.trader import Fill, Trader
+from services.indicators.engine import IndicatorParams, compute_frame
+from services.signals.strategy import StochRsiBands
 from shared.messages import (
     TIMEFRAME_MS,
     CandleClosed,
@@ -14,6 +22,7 @@ from shared.messages import (
     OrderPlaced,
     PositionChanged,
     SignalEmitted,
+    Tick,
     client_order_id,
     signal_id,
 )
@@ -235,3 +244,41 @@ def nan_as_none(row: Any) -> tuple[Any, ...]:
     """Return a row's fields with NaN as None, so rows compare equal when NaN matches NaN."""
     values = (getattr(row, name) for name in row.__dataclass_fields__)
     return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
+
+
+def ticks_of(name: str, symbol: str) -> list[Tick]:
+    """A real file's candles as the signals service would hand them to the executor."""
+    rows = np.array(json.loads(ohlcv_path(name).read_text()), dtype=float)
+    frame = compute_frame(
+        rows[:, 0].astype(np.int64), rows[:, 2], rows[:, 3], rows[:, 4],
+        timeframe_ms=60_000, params=IndicatorParams(),
+    )  # fmt: skip
+    sides = StochRsiBands().signals(frame)
+    ticks = []
+    for i, row in enumerate(rows.tolist()):
+        t = int(row[0])
+        side = {1: "buy", -1: "sell"}.get(int(sides[i]), "")
+        sid = signal_id("stochrsi_bands", "binance", symbol, "1m", t) if side else ""
+        ticks.append(
+            Tick("binance", symbol, "1m", t, row[1], row[2], row[3], row[4],
+                 float(frame["atr"][i]), side, sid, t + 60_000)
+        )  # fmt: skip
+    return ticks
+
+
+def trade_directly(
+    ticks: list[Tick], settings: ExecutorSettings | None = None
+) -> tuple[list[Fill], Trader, set[str]]:
+    """The reference trader: one Trader fed each tick once, in order (the candle, then its
+    signal), as no crash ever happened. Returns its fills, the trader, and the signals decided."""
+    trader = (settings or ExecutorSettings()).new_trader()
+    fills: list[Fill] = []
+    decided: set[str] = set()
+    for tick in ticks:
+        if not trader.is_new(tick.symbol, tick.open_time_ms):
+            continue  # delivered twice
+        fills += trader.on_candle(candle_of(tick), atr=tick.atr)
+        if tick.side:
+            trader.on_signal(signal_of(tick), atr=tick.atr)
+            decided.add(tick.signal_id)
+    return fills, trader, decided

@@ -8,19 +8,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import redis
 import sqlalchemy as sa
 
-from services.executor.positions import Skip, apply_fill, order_quantity
+from services.executor.backtest import BacktestConfig, run_backtest
+from services.executor.candles import CandleArrays
 from services.executor.settings import ExecutorSettings
 from services.indicators.engine import IndicatorParams, compute_frame
 from services.signals.strategy import StochRsiBands
-from shared.messages import (
-    TIMEFRAME_MS,
-    IndicatorsComputed,
-    OrderFilled,
-    PositionChanged,
-    client_order_id,
-)
+from shared.messages import TIMEFRAME_MS, IndicatorsComputed, Stream, TicksDecided, decode
+from tests.fakes import trade_directly
 
 INDICATOR_FIELDS = (
     "rsi",
@@ -136,72 +133,70 @@ def assert_signals_follow_strategy(url: str) -> int:
     return len(stored)
 
 
-def assert_orders_exactly_once(url: str, settings: ExecutorSettings) -> int:
-    """Orders are exactly those a single uninterrupted executor makes of the stored signals."""
-    signals = query(
-        url,
-        "SELECT signal_id, exchange, symbol, timeframe, open_time_ms, side, price "
-        "FROM signals ORDER BY exchange, symbol, open_time_ms",
+def assert_orders_exactly_once(url: str, redis_url: str, settings: ExecutorSettings) -> int:
+    """Orders and fills are exactly those one uninterrupted trader makes of the executor's
+    input (the ticks stream, read back whole), each once; every signal is decided once."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = client.xrange(Stream.TICKS.value)
+    finally:
+        client.close()
+    ticks = []
+    for _, fields in entries:
+        message = decode(Stream.TICKS, fields[b"m"])
+        assert isinstance(message, TicksDecided)
+        ticks += message.ticks
+    candles = {(s, t) for s, t in query(url, "SELECT symbol, open_time_ms FROM candles")}
+    covered = {(tick.symbol, tick.open_time_ms) for tick in ticks}
+    assert covered == candles, (
+        f"the ticks stream does not hold every candle once read back ({len(candles - covered)} "
+        "missing): was it trimmed? (STREAM_RETAIN_TICKS)"
     )
-    positions: dict[tuple[str, str], PositionChanged | None] = defaultdict(lambda: None)
-    expected: dict[str, tuple[str, float]] = {}
-    from shared.messages import SignalEmitted
-
-    for sid, exchange, symbol, timeframe, open_time, side, price in signals:
-        signal = SignalEmitted(
-            signal_id=sid,
-            strategy="",
-            exchange=exchange,
-            symbol=symbol,
-            timeframe=timeframe,
-            open_time_ms=open_time,
-            side=side,
-            price=price,
-            reason="",
-            candle_closed_at_ms=0,
+    fills, trader, decided = trade_directly(ticks, settings)
+    expected = [(f.client_order_id, f.price, f.quantity, f.time_ms) for f in fills]
+    stored = sorted(
+        (cid, price, quantity, time)
+        for cid, price, quantity, time in query(
+            url, "SELECT client_order_id, price, quantity, filled_at_ms FROM fills"
         )
-        market = (exchange, symbol)
-        quantity = order_quantity(
-            signal, positions[market], quote_amount=settings.order_quote_amount
-        )
-        if isinstance(quantity, Skip):
-            continue
-        cid = client_order_id(sid)
-        expected[cid] = (side, quantity)
-        fill_price = price * (1 + (1 if side == "buy" else -1) * settings.slippage_bps / 10_000)
-        positions[market] = apply_fill(
-            positions[market],
-            OrderFilled(
-                fill_id=cid + "-1",
-                client_order_id=cid,
-                exchange=exchange,
-                symbol=symbol,
-                side=side,
-                price=fill_price,
-                quantity=quantity,
-                fee=fill_price * quantity * settings.fee_bps / 1e4,
-                filled_at_ms=0,
-            ),
-        )
-    orders = query(url, "SELECT client_order_id, side, quantity FROM orders")
-    stored = {cid: (side, quantity) for cid, side, quantity in orders}
-    assert len(orders) == len(stored), "duplicate client order ids"
-    assert set(stored) == set(expected), (
-        f"orders differ: {len(set(stored) - set(expected))} unexpected, "
+    )
+    assert stored == sorted(expected), (
+        f"fills differ: {len(set(stored) - set(expected))} unexpected, "
         f"{len(set(expected) - set(stored))} missing"
     )
-    for cid, (side, quantity) in expected.items():
-        assert stored[cid][0] == side and abs(stored[cid][1] - quantity) <= 1e-12 * quantity
-    assert count(url, "fills") == len(orders), "every order has exactly one fill"
-    assert count(url, "decisions") == len(signals), "every signal is decided exactly once"
-    for market, position in positions.items():
-        row = query(
-            url,
-            "SELECT quantity, realized_pnl FROM positions WHERE exchange = :e AND symbol = :s",
-            e=market[0],
-            s=market[1],
-        )
-        assert position is not None and row, f"no stored position for {market}"
-        assert abs(row[0][0] - position.quantity) <= 1e-12
-        assert abs(row[0][1] - position.realized_pnl) <= 1e-12
+    orders = query(url, "SELECT client_order_id FROM orders")
+    assert len(orders) == len({cid for (cid,) in orders}), "duplicate client order ids"
+    assert {cid for cid, *_ in stored} <= {cid for (cid,) in orders}, "a fill without its order"
+    assert count(url, "decisions") == len(decided), "every signal is decided exactly once"
+    for symbol, quantity in query(url, "SELECT symbol, quantity FROM positions"):
+        holding = trader.holdings.get(symbol)
+        assert abs(quantity - (holding.quantity if holding else 0.0)) <= 1e-12, symbol
     return len(orders)
+
+
+def assert_fills_match_backtest(url: str, paths: list[Path]) -> int:
+    """The live fills are exactly the backtest's of the same files: symbol, side, time, price
+    and quantity (to 1e-9), and the client order id."""
+    markets = {}
+    for path in paths:
+        rows = np.array(json.loads(path.read_text()), dtype=float)
+        symbol = path.name.split("-")[0].replace("_", "/")
+        markets[symbol] = CandleArrays(
+            rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+        )
+    result = run_backtest(markets, BacktestConfig())
+    expected = sorted(
+        (f.client_order_id, f.symbol, f.side, f.time_ms, f.price, f.quantity) for f in result.fills
+    )
+    stored = sorted(
+        query(
+            url,
+            "SELECT f.client_order_id, f.symbol, f.side, f.filled_at_ms, f.price, f.quantity "
+            "FROM fills f",
+        )
+    )
+    assert len(stored) == len(expected), f"{len(stored)} live fills, {len(expected)} backtested"
+    for live, backtested in zip(stored, expected, strict=True):
+        assert live[:4] == backtested[:4], (live, backtested)
+        assert abs(live[4] - backtested[4]) <= 1e-9 and abs(live[5] - backtested[5]) <= 1e-9
+    return len(stored)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import redis
 
+from services.gateway.auth import generate_token
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("collector", "indicators", "signals", "executor", "gateway")
-GROUPS = {"indicators": "candles", "signals": "indicators", "executor": "signals"}
+GROUPS = {"indicators": "candles", "signals": "indicators", "executor": "ticks"}
 
 
 def free_port() -> int:
@@ -50,6 +52,9 @@ class Pipeline:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     gateway_port: int = field(default_factory=free_port)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # The gateway's API tokens (it refuses to start without an admin one).
+    read_token: str = field(default_factory=generate_token)
+    admin_token: str = field(default_factory=generate_token)
 
     def environment(self, name: str) -> dict[str, str]:
         """Return the environment one service process runs with."""
@@ -64,7 +69,11 @@ class Pipeline:
             "CLAIM_IDLE_MS": "5000",
             "LOG_LEVEL": "INFO",
             "PORT": str(self.gateway_port),
+            "API_TOKENS_READ": self.read_token,
+            "API_TOKENS_ADMIN": self.admin_token,
             "NUMBA_CACHE_DIR": str(ROOT / ".numba-cache"),
+            # the checks read the executor's whole input back from the ticks stream
+            "STREAM_RETAIN_TICKS": "1000000",
             **self.env,
             **self.per_service_env.get(name, {}),
         }
@@ -117,6 +126,10 @@ class Pipeline:
                 return True
         except OSError:
             return False
+
+    def auth_headers(self, *, admin: bool = False) -> dict[str, str]:
+        """Return the Authorization header of the read (or admin) token."""
+        return {"Authorization": f"Bearer {self.admin_token if admin else self.read_token}"}
 
     def metrics_text(self, name: str) -> str:
         url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"

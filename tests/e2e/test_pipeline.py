@@ -19,14 +19,14 @@ from tests.e2e.harness import Pipeline, wait_until
 
 pytestmark = pytest.mark.e2e
 
-FILES = ("ETH_BTC-1m.json", "XMR_BTC-1m.json")
+FILES = ("ETH_BTC-1m.json", "ADA_BTC-1m.json", "XMR_BTC-1m.json")
 
 
 class WebSocketWatcher:
     """A dashboard-like client: subscribes to channels and records every event it receives."""
 
-    def __init__(self, port: int, channels: list[str]) -> None:
-        self.url = f"ws://127.0.0.1:{port}/ws"
+    def __init__(self, port: int, channels: list[str], token: str) -> None:
+        self.url = f"ws://127.0.0.1:{port}/ws?token={token}"
         self.channels = channels
         self.events: list[dict[str, object]] = []
         self.subscribed = threading.Event()
@@ -44,8 +44,8 @@ class WebSocketWatcher:
                 message = json.loads(raw)
                 if message.get("type") == "subscribed":
                     self.subscribed.set()
-                elif message.get("type") == "event":
-                    self.events.append(message)
+                elif message.get("type") == "events":
+                    self.events.extend(message["events"])
 
     def __enter__(self) -> WebSocketWatcher:
         self._thread.start()
@@ -101,7 +101,8 @@ def assert_pipeline_output(pipeline: Pipeline, replay_files: list[Path]) -> tupl
     checks.assert_candles_exactly_once(url, checks.file_candles(replay_files))
     rows = checks.assert_indicators_match_batch(url)
     signals = checks.assert_signals_follow_strategy(url)
-    orders = checks.assert_orders_exactly_once(url, ExecutorSettings())
+    orders = checks.assert_orders_exactly_once(url, pipeline.redis_url, ExecutorSettings())
+    checks.assert_fills_match_backtest(url, replay_files)
     return rows, signals, orders
 
 
@@ -111,7 +112,8 @@ def test_replayed_candles_flow_to_orders_and_websocket_clients(
     expected = sum(len(times) for times in checks.file_candles(replay_files).values())
     pipeline.start("gateway", "executor", "signals", "indicators")
     wait_until(pipeline.consuming, timeout_s=120, what="the consumers to start reading")
-    with WebSocketWatcher(pipeline.gateway_port, ["signals", "orders", "candles:ETH/BTC"]) as ws:
+    channels = ["signals", "orders", "candles:ETH/BTC"]
+    with WebSocketWatcher(pipeline.gateway_port, channels, pipeline.read_token) as ws:
         pipeline.start("collector")
         wait_for_completion(pipeline, expected, timeout_s=240)
         rows, signals, orders = assert_pipeline_output(pipeline, replay_files)
@@ -153,11 +155,28 @@ def test_sigkilled_indicators_and_executor_lose_and_double_nothing(
         timeout_s=60,
         what="indicator rows after the restart",
     )
+    # Killed mid-position: the restart must restore stops, targets and trailing state so that
+    # the exits come on the same candles at the same prices as without the kill (the fills
+    # are compared with an uninterrupted trader and with the backtest).
+    held_sql = "SELECT symbol, updated_at_ms FROM positions WHERE quantity > 0"
+    wait_until(lambda: bool(checks.query(url, held_sql)), timeout_s=60, what="an open position")
     pipeline.kill("executor")
+    held = checks.query(url, held_sql)
     time.sleep(1.0)
     pipeline.start("executor")
     assert checks.count(url, "candles") < expected, "the replay ended before the kills"
     wait_for_completion(pipeline, expected, timeout_s=240)
     rows, signals, orders = assert_pipeline_output(pipeline, replay_files)
     assert orders > 0
-    print(f"\nafter two SIGKILLs: {rows} indicator rows, {signals} signals, {orders} orders")
+    for symbol, since_ms in held:  # each position open at the kill was exited after it
+        exits = checks.query(
+            url,
+            "SELECT count(*) FROM fills WHERE symbol = :s AND side = 'sell' AND filled_at_ms > :t",
+            s=symbol,
+            t=since_ms,
+        )
+        assert exits[0][0] > 0, f"{symbol}: the position open at the kill was never exited"
+    print(
+        f"\nafter two SIGKILLs (the executor's with {len(held)} positions open): {rows} indicator "
+        f"rows, {signals} signals, {orders} orders"
+    )

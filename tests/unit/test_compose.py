@@ -26,9 +26,24 @@ def load_yaml(relative: str) -> dict[str, Any]:
     return loaded
 
 
+_DEFAULTED = re.compile(r"\$\{(?P<name>\w+):-(?P<default>[^}]*)\}")
+
+
+def unset_interpolated(value: Any) -> Any:
+    """Resolve `${NAME:-default}` as compose does with NAME unset, through nested values."""
+    if isinstance(value, str):
+        return _DEFAULTED.sub(lambda match: match["default"], value)
+    if isinstance(value, dict):
+        return {key: unset_interpolated(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unset_interpolated(item) for item in value]
+    return value
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    services: dict[str, Any] = load_yaml("docker-compose.yml")["services"]
+    """The compose services as `docker compose config` gives them with no variables set."""
+    services: dict[str, Any] = unset_interpolated(load_yaml("docker-compose.yml")["services"])
     return services
 
 
@@ -90,6 +105,8 @@ def test_service_environment_sets_only_fields_of_its_settings(
     assert not unknown, f"{service} sets {unknown}, which {cls.__name__} does not read"
     for name, value in environment.items():
         monkeypatch.setenv(name, str(value))
+    if service == "gateway":  # compose passes the operator's token through; none is shipped
+        monkeypatch.setenv("API_TOKENS_ADMIN", "an-operator-token-0123456789abcdef")
     settings = cls()  # the values must validate too
     assert settings.database_url == DATABASE_URL
     assert settings.redis_url == "redis://redis:6379/0"
@@ -199,3 +216,38 @@ def test_image_installs_the_package_that_provides_the_candlebus_command() -> Non
     user = next(a for k, a in reversed(instructions) if k == "USER")
     assert user not in {"root", "0"}
     assert any(k == "ENV" and "NUMBA_CACHE_DIR=" in a for k, a in instructions)
+
+
+def test_prometheus_evaluates_the_shipped_rules_and_labels_each_target_by_service(
+    compose: dict[str, Any],
+) -> None:
+    prometheus = compose["prometheus"]
+    config = load_yaml("deploy/prometheus/prometheus.yml")
+    (job,) = config["scrape_configs"]
+    labelled = {
+        target: static["labels"]["service"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+
+    # The whole folder is mounted, so the rule files resolve next to the configuration.
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert config["rule_files"]
+    for rule_file in config["rule_files"]:
+        assert (ROOT / "deploy" / "prometheus" / rule_file).is_file(), rule_file
+    # Dashboards and alerts select `job="candlebus"` and tell services apart by `service`.
+    assert job["job_name"] == "candlebus"
+    assert {target.partition(":")[0]: name for target, name in labelled.items()} == {
+        service: service for service in SERVICES
+    }
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+
+
+def test_grafana_waits_for_prometheus_and_opens_on_the_overview(compose: dict[str, Any]) -> None:
+    grafana = compose["grafana"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    mounts = dict(mount.split(":")[:2] for mount in grafana["volumes"])
+
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert mounts["./deploy/grafana/dashboards"] == home.rsplit("/", 1)[0]
+    assert (ROOT / "deploy" / "grafana" / "dashboards" / home.rsplit("/", 1)[1]).is_file()
