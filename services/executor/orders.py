@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from services.executor.exits import ExitKind
+from services.executor.exits import ExitKind, Holding
 from shared.messages import Side
 
 FillKind: TypeAlias = Literal["entry"] | ExitKind
@@ -41,7 +41,8 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class PendingOrder:
-    """A market order waiting for the open of its symbol's next candle."""
+    """A market order waiting for the open of its symbol's next candle (paper), or for the
+    exchange's answer (live)."""
 
     symbol: str
     side: Side
@@ -51,3 +52,12 @@ class PendingOrder:
     not_before_ms: int  # the signal candle's close: fills on a candle opening at or after it
     price_estimate: float
     atr: float  # the entry ATR (the signal candle's); 0.0 when unknown
+    # Live exits only: what the sell is for (None: "signal"), and the holding as it stands
+    # once the sell has filled (None: closed).
+    kind: FillKind | None = None
+    after: Holding | None = None
+
+    @property
+    def fill_kind(self) -> FillKind:
+        """What a fill of this order is: an entry, a signal's exit, or the exit rule's kind."""
+        return self.kind or ("entry" if self.side == "buy" else "signal")

@@ -15,14 +15,21 @@ Timing, so that nothing looks ahead:
   take-profits at their level without slippage; every fill pays `fee_bps` of its notional.
 - Call `on_candle(t)` before `on_signal(t)`; the other order gives the same fills.
 
+Live (`live=True`), the exchange fills orders, not candles: a pending order waits for
+`fill_external` (the exchange's fills) or `reject`, and `on_candle` fills nothing. Exit rules
+still step each holding on its candles, but a hit becomes a pending market sell (one per candle,
+of every hit's quantity) and the holding changes only when that sell fills. While a symbol has
+an order out, its exits are not stepped (its candles still mark it).
+
 Realised PnL counts the entry fee when the entry fills and (exit - entry price) x quantity less
 the exit fee on each exit; cash never goes below zero (an entry is cut to what cash can pay).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -43,7 +50,7 @@ from services.executor.exits import (
 from services.executor.orders import Decision, Fill, PendingOrder
 from services.executor.risk import DAY_MS, BookView, RiskLimits, entry_blocked
 from services.executor.sizing import Sizing, quantity
-from shared.messages import TIMEFRAME_MS, CandleClosed, SignalEmitted, client_order_id
+from shared.messages import TIMEFRAME_MS, CandleClosed, OrderFilled, SignalEmitted, client_order_id
 
 SNAPSHOT_VERSION = 1
 
@@ -69,6 +76,7 @@ class Trader:
         fee_bps: float,
         equity: float,
         exchange: str = "paper",
+        live: bool = False,
     ) -> None:
         for name, value in (("slippage_bps", slippage_bps), ("fee_bps", fee_bps)):
             if not (math.isfinite(value) and 0 <= value < 10_000):
@@ -83,6 +91,7 @@ class Trader:
         self.slippage_bps = slippage_bps
         self.fee_bps = fee_bps
         self.exchange = exchange
+        self.live = live
         self.initial_equity = equity
         self._cash = equity
         self._realized = 0.0
@@ -188,7 +197,7 @@ class Trader:
         order_id = client_order_id(signal.signal_id)
         known_atr = atr if math.isfinite(atr) and atr > 0 else 0.0
         self._pending[symbol] = PendingOrder(
-            symbol, "buy", size, order_id, signal.signal_id, closed_ms, price, known_atr
+            symbol, "buy", size, order_id, signal.signal_id, closed_ms, price, known_atr, "entry"
         )
         return Decision(signal.signal_id, symbol, "buy", "pending", None, order_id, size)
 
@@ -202,7 +211,7 @@ class Trader:
         order_id = client_order_id(signal.signal_id)
         self._pending[symbol] = PendingOrder(
             symbol, "sell", holding.quantity, order_id, signal.signal_id, closed_ms,
-            signal.price, 0.0,
+            signal.price, 0.0, "signal",
         )  # fmt: skip
         return Decision(
             signal.signal_id, symbol, "sell", "pending", None, order_id, holding.quantity
@@ -237,7 +246,7 @@ class Trader:
         self._last_candle_ms[symbol] = time_ms
         fills: list[Fill] = []
         order = self._pending.get(symbol)
-        if order is not None and time_ms >= order.not_before_ms:
+        if order is not None and not self.live and time_ms >= order.not_before_ms:
             del self._pending[symbol]
             if order.side == "buy":
                 self._fill_entry(order, candle, fills)
@@ -247,9 +256,14 @@ class Trader:
         if holding is None:
             return fills
         self._marks[symbol] = candle.close
+        if self.live and symbol in self._pending:
+            return fills  # its order is out: the exits wait for its fill
         after, hits = step(
             holding, time_ms, candle.open, candle.high, candle.low, candle.close, self.rules
         )
+        if hits and self.live:
+            self._pending[symbol] = _exit_order(holding, after, hits)
+            return fills
         if hits:
             self._fill_exits(holding, hits, fills)
         if after is None:
@@ -318,6 +332,63 @@ class Trader:
         self._add_realized((price - holding.entry_price) * size - fee, time_ms)
         return Fill(holding.symbol, "sell", kind, price, size, fee, time_ms, order_id, signal_id)
 
+    def fill_external(self, client_order_id: str, fills: Sequence[OrderFilled]) -> list[Fill]:
+        """Apply the exchange's fills of a pending order that is done there (live); return
+        them as this trader's fills. The order leaves the book even when nothing filled."""
+        order = self._take_pending(client_order_id)
+        symbol = order.symbol
+        quantity = sum(f.quantity for f in fills)
+        if quantity <= EPSILON:
+            return []
+        notional = sum(f.price * f.quantity for f in fills)
+        fee = sum(f.fee for f in fills)
+        # the trader's clock is the candles': the exchange's may differ (and does in replays)
+        price, time_ms = notional / quantity, order.not_before_ms
+        holding = self._holdings.get(symbol)
+        if order.side == "buy":
+            self._cash = max(0.0, self._cash - notional - fee)
+            self._add_realized(-fee, time_ms)
+            self._holdings[symbol] = open_holding(
+                symbol, order.not_before_ms, price, quantity, order.atr, self.rules
+            )
+            self._marks[symbol] = price
+        elif holding is not None:
+            self._cash += notional - fee
+            self._add_realized((price - holding.entry_price) * quantity - fee, time_ms)
+            remaining = holding.quantity - quantity
+            if order.after is None or remaining <= EPSILON:
+                # a sell of the whole holding closes it: what the exchange did not take (an
+                # amount below its lot size) stays on the account as dust
+                self._close(symbol, time_ms)
+            else:  # a partial exit: the rules' next state, with what is really left
+                self._holdings[symbol] = dataclasses.replace(order.after, quantity=remaining)
+        signal_id = order.signal_id if order.fill_kind in ("entry", "signal") else None
+        return [
+            Fill(symbol, f.side, order.fill_kind, f.price, f.quantity, f.fee, f.filled_at_ms,
+                 client_order_id, signal_id)
+            for f in fills
+        ]  # fmt: skip
+
+    def reject(self, client_order_id: str) -> PendingOrder:
+        """Take a pending order the exchange refused off the book (live); a refused sell leaves
+        its holding as it was, so its exits are stepped again on the next candle."""
+        return self._take_pending(client_order_id)
+
+    def close_dust(self, client_order_id: str) -> PendingOrder:
+        """Take off the book a pending sell too small for the exchange to take (live), and
+        close its holding: what is left is dust that stays on the account."""
+        order = self._take_pending(client_order_id)
+        if order.side == "sell" and order.symbol in self._holdings:
+            self._close(order.symbol, order.not_before_ms)
+        return order
+
+    def _take_pending(self, client_order_id: str) -> PendingOrder:
+        for symbol, order in self._pending.items():
+            if order.client_order_id == client_order_id:
+                del self._pending[symbol]
+                return order
+        raise KeyError(f"no pending order {client_order_id!r}")
+
     def _close(self, symbol: str, time_ms: int) -> None:
         del self._holdings[symbol]
         self._marks.pop(symbol, None)
@@ -336,6 +407,7 @@ class Trader:
         return {
             "version": SNAPSHOT_VERSION,
             "exchange": self.exchange,
+            "live": self.live,
             "initial_equity": self.initial_equity,
             "cash": self._cash,
             "realized_pnl": self._realized,
@@ -381,16 +453,27 @@ class Trader:
         *,
         slippage_bps: float,
         fee_bps: float,
+        live: bool = False,
     ) -> Trader:
         """Return a trader in the state `snapshot` recorded; it continues as if never stopped.
 
-        The rules, sizing, limits and costs are configuration, passed again.
+        The rules, sizing, limits and costs are configuration, passed again. A paper account
+        is never continued live, nor a live one on paper: its pending orders would go to the
+        wrong place.
         """
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown trader snapshot version {snapshot.get('version')!r}")
+        saved_live = bool(snapshot.get("live", False))
+        if saved_live != live:
+            saved, asked = ("live", "paper") if saved_live else ("paper", "live")
+            raise ValueError(
+                f"account {snapshot['exchange']!r} was saved trading {saved}; it cannot go on "
+                f"{asked}: use another account name"
+            )
         trader = cls(
             rules, sizing, limits, slippage_bps=slippage_bps, fee_bps=fee_bps,
             equity=float(snapshot["initial_equity"]), exchange=str(snapshot["exchange"]),
+            live=live,
         )  # fmt: skip
         trader._cash = float(snapshot["cash"])
         trader._realized = float(snapshot["realized_pnl"])
@@ -406,3 +489,15 @@ class Trader:
         trader._last_candle_ms.update({s: int(v) for s, v in snapshot["last_candle_ms"].items()})
         trader._last_closed_ms.update({s: int(v) for s, v in snapshot["last_closed_ms"].items()})
         return trader
+
+
+def _exit_order(holding: Holding, after: Holding | None, hits: list[ExitHit]) -> PendingOrder:
+    """The one market sell a live trader sends for a candle's exit hits."""
+    last = hits[-1]
+    order_id = client_order_id(
+        f"{holding.symbol}:{holding.entry_time_ms}:{last.kind}:{last.time_ms}:live"
+    )
+    return PendingOrder(
+        holding.symbol, "sell", sum(hit.quantity for hit in hits), order_id,
+        f"{last.kind}:{order_id}", last.time_ms, last.price, 0.0, last.kind, after,
+    )  # fmt: skip

@@ -17,7 +17,7 @@ from services.executor.sizing import Sizing
 from services.executor.trader import Decision, Fill, Trader
 from services.indicators.engine import IndicatorParams, compute_frame
 from services.signals.strategy import StochRsiBands
-from shared.messages import CandleClosed, SignalEmitted, client_order_id, signal_id
+from shared.messages import CandleClosed, OrderFilled, SignalEmitted, client_order_id, signal_id
 from tests.conftest import ohlcv_path
 from tests.fakes import load_candles
 
@@ -354,3 +354,134 @@ def test_restoring_every_hundred_candles_changes_no_fill_and_no_decision() -> No
             trader = restored(trader)
     assert replay.fills == expected.fills and replay.reasons == expected.reasons
     assert trader.snapshot() == whole.snapshot()
+
+
+# --- live: the exchange fills the orders ---------------------------------------------------------
+
+
+def live_trader(rules: ExitRules | None = None) -> Trader:
+    return Trader(
+        rules or ExitRules(), Sizing(quote_amount=100.0), RiskLimits(),
+        slippage_bps=0.0, fee_bps=0.0, equity=1000.0, live=True,
+    )  # fmt: skip
+
+
+def exchange_fill(
+    order_id: str, side: str, price: float, quantity: float, fee: float, minute: int
+) -> OrderFilled:
+    return OrderFilled(
+        fill_id=f"{order_id}-{price}", client_order_id=order_id, exchange="x", symbol="A/B",
+        side=side, price=price, quantity=quantity, fee=fee,  # type: ignore[arg-type]
+        filled_at_ms=MIDNIGHT + minute * MINUTE,
+    )  # fmt: skip
+
+
+def live_bought(trader: Trader) -> str:
+    """A buy signal on minute 0, filled by the exchange in two trades averaging 100."""
+    (decision,) = trader.on_signal(signal(0, "buy"), atr=1.0)
+    assert decision.client_order_id is not None
+    cid = decision.client_order_id
+    trader.fill_external(
+        cid,
+        [
+            exchange_fill(cid, "buy", 99.0, 0.5, 0.05, 1),
+            exchange_fill(cid, "buy", 101.0, 0.5, 0.05, 1),
+        ],
+    )
+    return cid
+
+
+def test_live_candles_fill_nothing_and_the_exchanges_fills_open_the_holding() -> None:
+    trader = live_trader()
+    (decision,) = trader.on_signal(signal(0, "buy"), atr=1.0)
+    assert trader.on_candle(flat(1)) == [] and "A/B" in trader.pending  # the exchange's job
+    cid = decision.client_order_id
+    assert cid is not None
+    fills = trader.fill_external(
+        cid,
+        [
+            exchange_fill(cid, "buy", 99.0, 0.5, 0.05, 1),
+            exchange_fill(cid, "buy", 101.0, 0.5, 0.05, 1),
+        ],
+    )
+    assert [(f.kind, f.price, f.signal_id) for f in fills] == [
+        ("entry", 99.0, signal(0, "buy").signal_id),
+        ("entry", 101.0, signal(0, "buy").signal_id),
+    ]
+    holding = trader.holdings["A/B"]
+    assert holding.entry_price == pytest.approx(100.0) and holding.quantity == pytest.approx(1.0)
+    assert holding.entry_time_ms == MIDNIGHT + MINUTE  # the signal candle's close
+    assert holding.stop == pytest.approx(98.0)
+    assert trader.cash == pytest.approx(1000.0 - 100.0 - 0.1)
+    assert trader.realized_pnl == pytest.approx(-0.1) and not trader.pending
+
+
+def test_live_exit_hits_become_one_sell_and_the_holding_changes_when_it_fills() -> None:
+    trader = live_trader()
+    live_bought(trader)
+    # minute 2 reaches the first target (101.5) and the stop (98) in one candle: one sell
+    assert trader.on_candle(candle(2, 100.0, 101.6, 97.0, 98.5)) == []
+    order = trader.pending["A/B"]
+    assert (order.side, order.kind, order.quantity) == ("sell", "stop_loss", pytest.approx(1.0))
+    assert order.after is None and trader.holdings["A/B"].quantity == pytest.approx(1.0)
+    # while the sell is out, candles mark the holding but step no exit again
+    assert trader.on_candle(candle(3, 98.0, 98.1, 90.0, 95.0)) == []
+    assert trader.pending["A/B"] is order
+    (fill,) = trader.fill_external(
+        order.client_order_id, [exchange_fill(order.client_order_id, "sell", 97.5, 1.0, 0.1, 3)]
+    )
+    assert fill.kind == "stop_loss" and fill.signal_id is None
+    assert not trader.holdings and not trader.pending
+    assert trader.realized_pnl == pytest.approx(-0.1 + (97.5 - 100.0) - 0.1)
+
+
+def test_live_partial_take_profit_applies_the_rules_next_state_on_its_fill() -> None:
+    trader = live_trader()
+    live_bought(trader)
+    trader.on_candle(candle(2, 100.5, 101.7, 100.4, 101.5))  # the first target, 101.5
+    order = trader.pending["A/B"]
+    assert order.kind == "take_profit" and order.quantity == pytest.approx(0.5)
+    assert order.after is not None and order.after.breakeven_done
+    trader.fill_external(
+        order.client_order_id, [exchange_fill(order.client_order_id, "sell", 101.4, 0.5, 0.0, 2)]
+    )
+    holding = trader.holdings["A/B"]
+    assert holding.quantity == pytest.approx(0.5) and holding.breakeven_done
+    assert len(holding.targets) == 1  # the first target is gone
+    assert trader.realized_pnl == pytest.approx(-0.1 + 1.4 * 0.5)
+
+
+def test_a_refused_live_sell_leaves_the_holding_and_the_next_candle_tries_again() -> None:
+    trader = live_trader()
+    live_bought(trader)
+    trader.on_candle(candle(2, 99.0, 99.1, 97.0, 97.5))  # the stop
+    first = trader.reject(trader.pending["A/B"].client_order_id)
+    assert first.kind == "stop_loss" and trader.holdings["A/B"].quantity == pytest.approx(1.0)
+    trader.on_candle(candle(3, 97.5, 97.6, 96.0, 96.5))
+    again = trader.pending["A/B"]
+    assert again.kind == "stop_loss" and again.client_order_id != first.client_order_id
+    with pytest.raises(KeyError, match="no pending order"):
+        trader.reject(first.client_order_id)
+
+
+def test_a_live_snapshot_restores_only_live_and_keeps_an_exit_order_out() -> None:
+    trader = live_trader()
+    live_bought(trader)
+    trader.on_candle(candle(2, 100.5, 101.7, 100.4, 101.5))
+    snapshot = json.loads(json.dumps(trader.snapshot()))
+    twin = Trader.restore(
+        snapshot, ExitRules(), Sizing(quote_amount=100.0), RiskLimits(),
+        slippage_bps=0.0, fee_bps=0.0, live=True,
+    )  # fmt: skip
+    assert twin.snapshot() == trader.snapshot() and twin.pending == trader.pending
+    with pytest.raises(ValueError, match="saved trading live; it cannot go on paper"):
+        Trader.restore(
+            snapshot, ExitRules(), Sizing(quote_amount=100.0), RiskLimits(),
+            slippage_bps=0.0, fee_bps=0.0,
+        )  # fmt: skip
+    paper = json.loads(json.dumps(new_trader().snapshot()))
+    with pytest.raises(ValueError, match="saved trading paper; it cannot go on live"):
+        Trader.restore(
+            paper, ExitRules(), Sizing(quote_amount=100.0), RiskLimits(),
+            slippage_bps=0.0, fee_bps=0.0, live=True,
+        )  # fmt: skip
