@@ -128,6 +128,13 @@ ORDERS_SKIPPED = Counter(
     "candlebus_orders_skipped_total", "Signals that led to no order", ["reason"]
 )
 FILLS = Counter("candlebus_fills_total", "Fills recorded", ["side"])
+ORDERS_REJECTED = Counter(
+    "candlebus_orders_rejected_total", "Live orders the exchange refused", ["reason"]
+)
+ORDERS_UNSETTLED = Counter(
+    "candlebus_orders_unsettled_total",
+    "Live order sends that ended with the order's fate unknown (it is looked up and sent again)",
+)
 KILL_SWITCH = Gauge(
     "candlebus_kill_switch", "1 while the kill switch halts new entries", ["account"]
 )

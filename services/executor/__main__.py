@@ -5,6 +5,11 @@ then what changed (orders, fills, positions, decisions on signals, and the trade
 snapshot with the last tick it covers) is written in ONE transaction, published, and acked.
 A process killed anywhere restarts from the last snapshot; ticks it had not acked come again
 and those the snapshot covers change nothing, so every order exists once.
+
+With BROKER=live the orders go to the exchange (live.py): a batch's pending orders are saved
+first, then sent, and the exchange's fills saved in a second transaction before the ack. The
+snapshot is the outbox: orders pending in it at start are sent (looked up first) before
+anything else, after a reconciliation with the exchange.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import json
 import logging
 import math
 import time
+from contextlib import AsyncExitStack
 
+from services.executor.live import log_reconciliation, order_of, send_pending
+from services.executor.live_broker import LiveBroker, connect_live_broker
 from services.executor.records import Ledger
 from services.executor.settings import ExecutorSettings
 from services.executor.trader import Trader
@@ -36,6 +44,7 @@ async def restore(settings: ExecutorSettings, store: Store) -> Trader:
     trader = Trader.restore(
         json.loads(saved.snapshot), settings.exit_rules(), settings.position_sizing(),
         settings.risk_limits(), slippage_bps=settings.slippage_bps, fee_bps=settings.fee_bps,
+        live=settings.broker == "live",
     )  # fmt: skip
     log.info(
         "restored trader %s: %d holdings, %d pending orders, cash %.8g",
@@ -113,6 +122,63 @@ class Controls:
             self._closes.pop(request.symbol, None)  # the one taken up for it
 
 
+async def connect(settings: ExecutorSettings) -> LiveBroker:
+    """The live broker the settings describe (keys checked by the settings)."""
+    assert settings.api_key is not None and settings.api_secret is not None
+    return await connect_live_broker(
+        settings.exchange,
+        api_key=settings.api_key.get_secret_value(),
+        secret=settings.api_secret.get_secret_value(),
+        api_url=settings.api_url,
+        timeout_ms=settings.order_timeout_ms,
+        submissions=settings.order_submissions,
+    )
+
+
+async def save(
+    store: Store, settings: ExecutorSettings, trader: Trader, ledger: Ledger, stream_id: str
+) -> None:
+    """Write what the ledger holds and the trader's snapshot in one transaction."""
+    state = TraderStateRow(
+        account=settings.account, snapshot=json.dumps(trader.snapshot()),
+        stream_id=stream_id, updated_at_ms=int(time.time() * 1000),
+    )  # fmt: skip
+    await store.save_trading_step(
+        TradingStep(
+            orders=list(ledger.orders.values()),
+            statuses=list(ledger.statuses.items()),
+            fills=ledger.fills,
+            positions=list(ledger.changed.values()),
+            decisions=ledger.decisions,
+            state=state,
+            answered=ledger.answered,
+        )
+    )
+
+
+async def publish(bus: Bus, ledger: Ledger) -> None:
+    """Publish the ledger's new orders, fills and positions."""
+    await bus.publish_many(Stream.ORDERS, ledger.placed)
+    await bus.publish_many(Stream.FILLS, ledger.fills)
+    await bus.publish_many(Stream.POSITIONS, list(ledger.changed.values()))
+
+
+async def resume_live(
+    settings: ExecutorSettings, trader: Trader, broker: LiveBroker, store: Store, bus: Bus,
+    positions: dict[str, PositionChanged],
+) -> None:  # fmt: skip
+    """At start: reconcile with the exchange, then settle the orders the snapshot left pending."""
+    name = broker.exchange.id
+    known = [order_of(order, name) for order in trader.pending.values()]
+    log_reconciliation(await broker.reconcile(known, list(positions.values())))
+    if not trader.pending:
+        return
+    ledger = Ledger(positions)
+    saved = await store.trader_state(settings.account)
+    await settle(store, settings, trader, broker, ledger, saved.stream_id if saved else "0-0")
+    await publish(bus, ledger)
+
+
 async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
     """Trade every batch of ticks; ack only after its records are durable and published."""
     trader = await restore(settings, store)
@@ -120,6 +186,20 @@ async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
     await controls.apply(trader)
     positions = await positions_of(store)
     export_book(trader, positions)
+    async with AsyncExitStack() as stack:
+        broker = None
+        if settings.broker == "live":
+            broker = await connect(settings)
+            stack.push_async_callback(broker.close)
+            await resume_live(settings, trader, broker, store, bus, positions)
+        await trade(settings, bus, store, trader, controls, positions, broker)
+
+
+async def trade(
+    settings: ExecutorSettings, bus: Bus, store: Store, trader: Trader, controls: Controls,
+    positions: dict[str, PositionChanged], broker: LiveBroker | None,
+) -> None:  # fmt: skip
+    """The consuming loop: ticks -> trader -> (live: the exchange) -> store, bus, ack."""
     handled = metrics.MESSAGES_HANDLED.labels(SERVICE, Stream.TICKS)
     seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.TICKS)
     async for batch in bus.consume(
@@ -132,50 +212,54 @@ async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:
         await controls.apply(trader)
         with seconds.time():
             ledger = Ledger(positions, closes=controls.closes())
-            for message in batch.messages:
-                assert isinstance(message, TicksDecided)
-                for tick in message.ticks:
+            saved_ticks = 0  # of the ledger's ticks, those whose records are saved
+            for entry in batch.entries:
+                assert isinstance(entry.message, TicksDecided)
+                for tick in entry.message.ticks:
                     ledger.apply(trader, tick)
-            if ledger.ticks == 0:  # all seen before (a redelivery the snapshot covers)
+                    if broker is not None and trader.pending:  # an order: send it now
+                        await save(store, settings, trader, ledger, entry.id)  # order written
+                        saved_ticks = ledger.ticks
+                        await settle(store, settings, trader, broker, ledger, entry.id)
+            stream_id = batch.entries[-1].id
+            if broker is not None and trader.pending:  # left unsettled: one more try
+                await settle(store, settings, trader, broker, ledger, stream_id)
+            if not (ledger.ticks or ledger.fills or ledger.statuses):  # all seen before
                 await bus.ack(batch)  # at once: a crash loop must not dead-letter good ticks
                 handled.inc(len(batch.entries))
                 continue
-            now_ms = int(time.time() * 1000)
-            state = TraderStateRow(
-                account=settings.account, snapshot=json.dumps(trader.snapshot()),
-                stream_id=batch.entries[-1].id, updated_at_ms=now_ms,
-            )  # fmt: skip
-            await store.save_trading_step(
-                TradingStep(
-                    orders=list(ledger.orders.values()),
-                    statuses=list(ledger.statuses.items()),
-                    fills=ledger.fills,
-                    positions=list(ledger.changed.values()),
-                    decisions=ledger.decisions,
-                    state=state,
-                    answered=ledger.answered,
-                )
-            )
+            if ledger.ticks > saved_ticks:
+                await save(store, settings, trader, ledger, stream_id)
             controls.answered(ledger.answered)
-            placed = ledger.placed
-            await bus.publish_many(Stream.ORDERS, placed)
-            await bus.publish_many(Stream.FILLS, ledger.fills)
-            await bus.publish_many(Stream.POSITIONS, list(ledger.changed.values()))
+            await publish(bus, ledger)
             await bus.ack(batch)
         handled.inc(len(batch.entries))
-        for decision in ledger.decisions:
-            if decision.outcome == "skipped":
-                metrics.ORDERS_SKIPPED.labels(decision.reason).inc()
-        for order in placed:
-            metrics.ORDERS.labels(order.side).inc()
-            metrics.STAGE_LATENCY.labels("order").observe(
-                (now_ms - order.candle_closed_at_ms) / 1000
-            )
-        for fill in ledger.fills:
-            metrics.FILLS.labels(fill.side).inc()
-        if ledger.fills:
-            export_book(trader, positions)
-        metrics.UNREALIZED_PNL.set(trader.equity - trader.initial_equity - trader.realized_pnl)
+        observe(ledger, trader, positions)
+
+
+async def settle(
+    store: Store, settings: ExecutorSettings, trader: Trader, broker: LiveBroker,
+    ledger: Ledger, stream_id: str,
+) -> None:  # fmt: skip
+    """Send the trader's pending orders and save the exchange's answers (fill written)."""
+    if await send_pending(trader, broker, ledger):
+        await save(store, settings, trader, ledger, stream_id)
+
+
+def observe(ledger: Ledger, trader: Trader, positions: dict[str, PositionChanged]) -> None:
+    """Count what one batch did."""
+    now_ms = int(time.time() * 1000)
+    for decision in ledger.decisions:
+        if decision.outcome == "skipped":
+            metrics.ORDERS_SKIPPED.labels(decision.reason).inc()
+    for order in ledger.placed:
+        metrics.ORDERS.labels(order.side).inc()
+        metrics.STAGE_LATENCY.labels("order").observe((now_ms - order.candle_closed_at_ms) / 1000)
+    for fill in ledger.fills:
+        metrics.FILLS.labels(fill.side).inc()
+    if ledger.fills:
+        export_book(trader, positions)
+    metrics.UNREALIZED_PNL.set(trader.equity - trader.initial_equity - trader.realized_pnl)
 
 
 if __name__ == "__main__":

@@ -203,6 +203,16 @@ class LiveBroker:
             return None if found is None else await self._settle(order, found)
         return await self._settle(order, placed)
 
+    def sellable(self, symbol: str, quantity: float) -> float:
+        """Return how much of `quantity` the exchange takes in one order (cut to its lot
+        size), or 0.0 when that is below its minimum: dust that cannot be sold."""
+        try:
+            amount = float(self.exchange.amount_to_precision(symbol, quantity))
+        except ccxt.InvalidOrder:  # below the lot size
+            return 0.0
+        minimum = self.exchange.market(symbol)["limits"]["amount"].get("min") or 0.0
+        return amount if amount >= minimum and amount > 0 else 0.0
+
     async def reconcile(
         self, known_open: Sequence[OrderPlaced], positions: Sequence[PositionChanged] = ()
     ) -> Reconciliation:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from services.executor.positions import apply_fill
-from services.executor.trader import Decision, Fill, Trader
+from services.executor.trader import Decision, Fill, PendingOrder, Trader
 from shared.messages import (
     TIMEFRAME_MS,
     CandleClosed,
@@ -90,6 +90,9 @@ class Ledger:
             and pending.client_order_id not in {f.client_order_id for f in fills}
         ):
             self._status(pending.client_order_id, "cancelled")
+        exit_order = trader.pending.get(tick.symbol)
+        if exit_order is not None and exit_order is not pending:  # live: an exit hit to sell
+            self._exit_ordered(exit_order, tick)
         if tick.side:
             signal = signal_of(tick)
             for decision in trader.on_signal(signal, atr=tick.atr):
@@ -129,6 +132,30 @@ class Ledger:
             )  # fmt: skip
             self.orders[order.client_order_id] = (order, "pending")
 
+    def _exit_ordered(self, order: PendingOrder, tick: Tick) -> None:
+        placed = OrderPlaced(
+            client_order_id=order.client_order_id, signal_id=order.signal_id,
+            exchange=tick.exchange, symbol=order.symbol, side=order.side,
+            quantity=order.quantity,
+            created_at_ms=tick.open_time_ms + TIMEFRAME_MS[tick.timeframe],
+            candle_closed_at_ms=tick.candle_closed_at_ms,
+        )  # fmt: skip
+        self.orders[placed.client_order_id] = (placed, "pending")
+
+    def exchange_filled(self, client_order_id: str, fills: list[OrderFilled]) -> None:
+        """Record the exchange's fills of an order (live) and the positions they move."""
+        self._status(client_order_id, "filled" if fills else "cancelled")
+        for filled in fills:
+            self._position(filled)
+
+    def cancelled(self, client_order_id: str) -> None:
+        """Record that an order was never sent (live: a sell of dust)."""
+        self._status(client_order_id, "cancelled")
+
+    def rejected(self, client_order_id: str) -> None:
+        """Record that the exchange refused an order (live)."""
+        self._status(client_order_id, "rejected")
+
     def _filled(self, fill: Fill, tick: Tick) -> None:
         cid = fill.client_order_id
         if fill.signal_id is None:  # an exit no signal asked for: placed and filled at once
@@ -145,9 +172,12 @@ class Ledger:
             exchange=tick.exchange, symbol=fill.symbol, side=fill.side, price=fill.price,
             quantity=fill.quantity, fee=fill.fee, filled_at_ms=fill.time_ms,
         )  # fmt: skip
+        self._position(filled)
+
+    def _position(self, filled: OrderFilled) -> None:
         self.fills.append(filled)
-        position = apply_fill(self.positions.get(fill.symbol), filled)
-        self.positions[fill.symbol] = self.changed[fill.symbol] = position
+        position = apply_fill(self.positions.get(filled.symbol), filled)
+        self.positions[filled.symbol] = self.changed[filled.symbol] = position
 
     def _status(self, cid: str, status: str) -> None:
         order = self.orders.get(cid)

@@ -1,10 +1,11 @@
-"""Settings of the executor service: exits, sizing, risk limits and the paper broker's costs."""
+"""Settings of the executor service: exits, sizing, risk limits, the paper broker's costs, and
+the exchange a live account trades on."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from services.executor.exits import ExitRules, parse_ladder
@@ -49,6 +50,26 @@ class ExecutorSettings(CommonSettings):
     max_daily_loss: float | None = Field(default=None, gt=0)
     stale_after_ms: int | None = Field(default=None, ge=1)
     kill_switch: bool = False
+    # where orders go: "paper" fills them at the next candle's open; "live" sends them to
+    # `exchange` through ccxt at once (equity is then the budget the trader may spend)
+    broker: Literal["paper", "live"] = "paper"
+    exchange: str = Field(default="binance", min_length=1, description="ccxt id (live)")
+    api_url: str | None = Field(
+        default=None, description="base URL replacing the exchange's REST host (testnet)"
+    )
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    order_timeout_ms: int = Field(default=10_000, ge=100, description="per exchange request")
+    order_submissions: int = Field(default=3, ge=1, description="sends of one order, at most")
+
+    @model_validator(mode="after")
+    def _live_needs_keys(self) -> ExecutorSettings:
+        if self.broker == "live" and not (
+            self.api_key and self.api_key.get_secret_value()
+            and self.api_secret and self.api_secret.get_secret_value()
+        ):  # fmt: skip
+            raise ValueError("BROKER=live needs API_KEY and API_SECRET")
+        return self
 
     @field_validator("take_profits", mode="before")
     @classmethod
@@ -87,5 +108,5 @@ class ExecutorSettings(CommonSettings):
         return Trader(
             self.exit_rules(), self.position_sizing(), self.risk_limits(),
             slippage_bps=self.slippage_bps, fee_bps=self.fee_bps, equity=self.equity,
-            exchange=self.account,
+            exchange=self.account, live=self.broker == "live",
         )  # fmt: skip
