@@ -242,3 +242,13 @@ async def test_a_position_closed_by_hand_sells_at_the_next_candles_open_once(
     assert sold.price == pytest.approx(expected_price, rel=1e-12)
     assert not any(p.quantity > 0 for p in await store.positions())
     assert await store.close_requests("paper") == []  # answered: not taken up again
+
+
+def test_live_trading_needs_exchange_keys_and_never_shows_them() -> None:
+    with pytest.raises(ValueError, match="BROKER=live needs API_KEY and API_SECRET"):
+        ExecutorSettings(metrics_port=0, broker="live", api_key="k-only")
+    settings = ExecutorSettings(
+        metrics_port=0, broker="live", api_key="key-3f9e71", api_secret="secret-a0c4d2"
+    )
+    assert settings.new_trader().live
+    assert "key-3f9e71" not in repr(settings) and "secret-a0c4d2" not in str(settings)
