@@ -278,7 +278,11 @@ async function poll() {
     optional("/api/v1/pnl"),
     optional("/api/v1/pnl/equity?limit=1000"),
   ]);
-  state.controls = controls;
+  // a poll that left before a change made here answers with the older state: keep the newer
+  const current = state.controls;
+  if (!controls || !current || (controls.updated_at_ms ?? 0) >= (current.updated_at_ms ?? 0)) {
+    state.controls = controls;
+  }
   state.ready = ready;
   if (levels) applyLevels(levels);
   state.pnl = pnl;
@@ -546,16 +550,19 @@ function reloadAll() {
 // --- the kill switch ---------------------------------------------------------------------------
 
 let armTimer = null;
+let armedTurnOn = false; // what the armed button offered: the confirming click does just that
 ui.kill.addEventListener("click", async () => {
   if (!state.controls) return;
-  const turnOn = !state.controls.kill_switch;
   if (!ui.kill.classList.contains("arming")) {
+    const turnOn = !state.controls.kill_switch;
+    armedTurnOn = turnOn;
     ui.kill.classList.add("arming");
     ui.kill.textContent = turnOn ? "confirm: halt entries" : "confirm: resume trading";
-    armTimer = setTimeout(renderControls, ARM_MS);
+    armTimer = setTimeout(() => renderControls({ disarm: true }), ARM_MS);
     return;
   }
   clearTimeout(armTimer);
+  const turnOn = armedTurnOn;
   ui.kill.disabled = true;
   try {
     state.controls = await api("/api/v1/controls/kill-switch", {
@@ -574,12 +581,15 @@ ui.kill.addEventListener("click", async () => {
       true,
     );
   }
-  renderControls();
+  renderControls({ disarm: true });
 });
 
-function renderControls() {
+// Polls re-render the controls every few seconds; an armed button stays armed (its own timer
+// or its confirming click disarms it), so a render between the two clicks changes nothing.
+function renderControls({ disarm = false } = {}) {
   const controls = state.controls;
-  ui.kill.classList.remove("arming");
+  if (disarm) ui.kill.classList.remove("arming");
+  const armed = ui.kill.classList.contains("arming");
   const badge = $("kill-state");
   if (!controls) {
     badge.dataset.on = "unknown";
@@ -592,6 +602,7 @@ function renderControls() {
   badge.textContent = controls.kill_switch ? "ON" : "off";
   const when = controls.updated_at_ms ? ` (${time(controls.updated_at_ms)})` : "";
   $("kill-reason").textContent = controls.reason ? controls.reason + when : "";
+  if (armed) return;
   ui.kill.disabled = false;
   ui.kill.textContent = controls.kill_switch ? "turn off" : "turn on (halt entries)";
 }
