@@ -213,17 +213,18 @@ async def trade(
         with seconds.time():
             ledger = Ledger(positions, closes=controls.closes())
             saved_ticks = 0  # of the ledger's ticks, those whose records are saved
-            for entry in batch.entries:
+            tried: set[str] = set()  # orders sent in this batch: an unsettled one waits for
+            for entry in batch.entries:  # the next batch, not for every tick of this one
                 assert isinstance(entry.message, TicksDecided)
                 for tick in entry.message.ticks:
                     ledger.apply(trader, tick)
-                    if broker is not None and trader.pending:  # an order: send it now
+                    if broker is not None and untried(trader, tried):  # send it now
                         await save(store, settings, trader, ledger, entry.id)  # order written
                         saved_ticks = ledger.ticks
-                        await settle(store, settings, trader, broker, ledger, entry.id)
+                        await settle(store, settings, trader, broker, ledger, entry.id, tried)
             stream_id = batch.entries[-1].id
-            if broker is not None and trader.pending:  # left unsettled: one more try
-                await settle(store, settings, trader, broker, ledger, stream_id)
+            if broker is not None and untried(trader, tried):  # left from an earlier batch
+                await settle(store, settings, trader, broker, ledger, stream_id, tried)
             if not (ledger.ticks or ledger.fills or ledger.statuses):  # all seen before
                 await bus.ack(batch)  # at once: a crash loop must not dead-letter good ticks
                 handled.inc(len(batch.entries))
@@ -237,11 +238,19 @@ async def trade(
         observe(ledger, trader, positions)
 
 
+def untried(trader: Trader, tried: set[str]) -> bool:
+    """Return whether the trader holds a pending order not sent in this batch yet."""
+    return any(order.client_order_id not in tried for order in trader.pending.values())
+
+
 async def settle(
     store: Store, settings: ExecutorSettings, trader: Trader, broker: LiveBroker,
-    ledger: Ledger, stream_id: str,
+    ledger: Ledger, stream_id: str, tried: set[str] | None = None,
 ) -> None:  # fmt: skip
-    """Send the trader's pending orders and save the exchange's answers (fill written)."""
+    """Send the trader's pending orders and save the exchange's answers (fill written); note
+    the orders sent in `tried`."""
+    if tried is not None:
+        tried.update(order.client_order_id for order in trader.pending.values())
     if await send_pending(trader, broker, ledger):
         await save(store, settings, trader, ledger, stream_id)
 

@@ -6,16 +6,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from services.executor import __main__ as executor_service
 from services.executor.__main__ import main
+from services.executor.live_broker import BrokerUnavailable
+from services.executor.reconciliation import Reconciliation
 from services.executor.records import Ledger
 from services.executor.settings import ExecutorSettings
 from services.executor.trader import Fill
 from shared.bus import MemoryBus
-from shared.messages import Stream, Tick, TicksDecided
+from shared.messages import OrderFilled, OrderPlaced, Stream, Tick, TicksDecided
 from shared.store import Store, create_engine, upgrade
 from tests.fakes import ticks_of, trade_directly
 
@@ -252,3 +256,59 @@ def test_live_trading_needs_exchange_keys_and_never_shows_them() -> None:
     )
     assert settings.new_trader().live
     assert "key-3f9e71" not in repr(settings) and "secret-a0c4d2" not in str(settings)
+
+
+class UnreachableExchange:
+    """A live broker whose exchange never answers within its retry budget."""
+
+    exchange = SimpleNamespace(id="binance")
+
+    def __init__(self) -> None:
+        self.sends = 0
+
+    def sellable(self, symbol: str, quantity: float) -> float:
+        return quantity
+
+    async def place_market(self, order: OrderPlaced) -> list[OrderFilled]:
+        self.sends += 1
+        raise BrokerUnavailable("the exchange did not answer")
+
+    async def reconcile(self, known: object, positions: object = ()) -> Reconciliation:
+        return Reconciliation((), (), ())
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_unreachable_exchange_is_tried_once_a_batch_not_once_a_tick(
+    store: Store, eth_ticks: list[Tick], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first order stays pending while the exchange is down; the executor goes on through
+    the ticks and sends it again once per batch, not after every tick."""
+    broker = UnreachableExchange()
+
+    async def connect(settings: ExecutorSettings) -> UnreachableExchange:
+        return broker
+
+    monkeypatch.setattr(executor_service, "connect", connect)
+    settings = ExecutorSettings(
+        metrics_port=0, batch_size=10, block_ms=10, broker="live", account="live",
+        api_key="key-0d3e5b", api_secret="secret-9a7c1f",
+    )  # fmt: skip
+    bus = MemoryBus()
+    await publish_ticks(bus, eth_ticks[:3000], per_entry=100)  # 30 entries: 3 batches
+    task = asyncio.create_task(main(settings, bus, store))
+    try:
+        for _ in range(3000):
+            groups = {g["name"]: g for g in await bus.group_info(Stream.TICKS)}
+            group = groups.get("executor")
+            if group is not None and group["lag"] == 0 and group["pending"] == 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    orders = await store.orders_between(limit=1000)
+    assert [o.status for o in orders] == ["pending"]  # later buys wait for it: one order
+    assert 1 <= broker.sends <= 4, broker.sends  # once per batch (3), and at most once at start
