@@ -71,10 +71,11 @@ async def broker(standin: StandIn) -> AsyncIterator[LiveBroker]:
         api_key=API_KEY,
         secret=SECRET,
         api_url=standin.base_url,
-        timeout_ms=500,
+        timeout_ms=10_000,  # loading the markets on a busy machine may take a while
         backoff=Backoff(0.01, 0.05),
         submissions=SUBMISSIONS,
     )
+    live.exchange.timeout = 2_000  # the orders' requests: a hang fault gives up soon
     standin.market.log.clear()
     yield live
     await live.close()
