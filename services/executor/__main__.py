@@ -9,7 +9,7 @@ and those the snapshot covers change nothing, so every order exists once.
 With BROKER=live the orders go to the exchange (live.py): a batch's pending orders are saved
 first, then sent, and the exchange's fills saved in a second transaction before the ack. The
 snapshot is the outbox: orders pending in it at start are sent (looked up first) before
-anything else, after a reconciliation with the exchange.
+anything else, then the rest is reconciled with the exchange.
 """
 
 from __future__ import annotations
@@ -167,16 +167,16 @@ async def resume_live(
     settings: ExecutorSettings, trader: Trader, broker: LiveBroker, store: Store, bus: Bus,
     positions: dict[str, PositionChanged],
 ) -> None:  # fmt: skip
-    """At start: reconcile with the exchange, then settle the orders the snapshot left pending."""
+    """At start: settle the orders the snapshot left pending (each looked up first), then
+    reconcile what is left with the exchange's open orders and balances."""
+    if trader.pending:
+        ledger = Ledger(positions)
+        saved = await store.trader_state(settings.account)
+        await settle(store, settings, trader, broker, ledger, saved.stream_id if saved else "0-0")
+        await publish(bus, ledger)
     name = broker.exchange.id
     known = [order_of(order, name) for order in trader.pending.values()]
     log_reconciliation(await broker.reconcile(known, list(positions.values())))
-    if not trader.pending:
-        return
-    ledger = Ledger(positions)
-    saved = await store.trader_state(settings.account)
-    await settle(store, settings, trader, broker, ledger, saved.stream_id if saved else "0-0")
-    await publish(bus, ledger)
 
 
 async def main(settings: ExecutorSettings, bus: Bus, store: Store) -> None:

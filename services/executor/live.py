@@ -69,11 +69,11 @@ async def send_pending(trader: Trader, broker: LiveBroker, ledger: Ledger) -> in
 
 
 def log_reconciliation(result: Reconciliation) -> None:
-    """Say at start where the exchange and the store disagree; the pending orders the exchange
-    already settled are collected by the first `send_pending`."""
+    """Say at start where the exchange and the store still disagree once the pending orders
+    were settled (an order still pending is sent again, looked up first, after a batch)."""
     for order in result.settled:
         log.info(
-            "order %s (%s %s) is %s on the exchange: its fills are collected now",
+            "order %s (%s %s) is %s on the exchange: its fills are collected on its next send",
             order.client_order_id, order.side, order.symbol, order.status,
         )  # fmt: skip
     for order in result.unknown_open:

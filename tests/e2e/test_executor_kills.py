@@ -89,8 +89,9 @@ def test_executor_sigkilled_at_random_moments_trades_exactly_as_uninterrupted(
 
 
 def kill_at_random(
-    pipe: Pipeline, database_url: str, kills: int, drained: Callable[[], bool]
-) -> int:
+    pipe: Pipeline, database_url: str, kills: int, drained: Callable[[], bool],
+    window_s: tuple[float, float] = (0.1, 0.8),
+) -> int:  # fmt: skip
     """Start the executor and SIGKILL it at a random moment after it has started, `kills`
     times or until it is done; return the kills that landed after its first fill."""
     rng = random.Random(7)
@@ -103,7 +104,7 @@ def kill_at_random(
             lambda n=start: log.read_text().count("executor starting") >= n,
             timeout_s=60, what="the executor to start",
         )  # fmt: skip
-        time.sleep(rng.uniform(0.1, 0.8))
+        time.sleep(rng.uniform(*window_s))
         if drained():
             break
         fills_before = checks.count(database_url, "fills")
@@ -150,7 +151,8 @@ def test_live_executor_sigkilled_at_random_moments_places_every_order_once(
             },
         )
         try:
-            landed = kill_at_random(pipe, database_url, LIVE_KILLS, drained)
+            # it trades these ticks in a few seconds: kill it soon after each start
+            landed = kill_at_random(pipe, database_url, LIVE_KILLS, drained, (0.05, 0.3))
             pipe.start("executor")
             wait_until(drained, timeout_s=120, what="the executor to work through every tick")
             wait_until(
