@@ -67,9 +67,11 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
-async def run_until_consumed(bus: MemoryBus, store: Store) -> None:
-    """Run the executor until the group has acked `entries` entries, then stop it."""
-    task = asyncio.create_task(main(SETTINGS, bus, store))
+async def run_until_consumed(
+    bus: MemoryBus, store: Store, settings: ExecutorSettings = SETTINGS
+) -> None:
+    """Run the executor until the group has acked every entry, then stop it."""
+    task = asyncio.create_task(main(settings, bus, store))
     try:
         while True:
             groups = {g["name"]: g for g in await bus.group_info(Stream.TICKS)}
@@ -297,18 +299,7 @@ async def test_an_unreachable_exchange_is_tried_once_a_batch_not_once_a_tick(
     )  # fmt: skip
     bus = MemoryBus()
     await publish_ticks(bus, eth_ticks[:3000], per_entry=100)  # 30 entries: 3 batches
-    task = asyncio.create_task(main(settings, bus, store))
-    try:
-        for _ in range(3000):
-            groups = {g["name"]: g for g in await bus.group_info(Stream.TICKS)}
-            group = groups.get("executor")
-            if group is not None and group["lag"] == 0 and group["pending"] == 0:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await run_until_consumed(bus, store, settings)
     orders = await store.orders_between(limit=1000)
     assert [o.status for o in orders] == ["pending"]  # later buys wait for it: one order
     assert 1 <= broker.sends <= 4, broker.sends  # once per batch (3), and at most once at start
