@@ -51,6 +51,7 @@ PARAMS = IndicatorParams()
 # The kernels, typed for the checker as what they are to Python: callables.
 compute_batch: Callable[..., tuple[Array, ...]] = batch.compute_batch
 compute_selected_into: Callable[..., None] = batch.compute_selected_into
+compute_selected: Callable[..., None] = batch.compute_selected
 new_state: Callable[..., Array] = kernels.new_state
 update_many: Callable[..., None] = kernels.update_many
 
@@ -131,17 +132,49 @@ def talib_references(series: Series, repeats: int) -> dict[str, float]:
     }
     figures = {name: median_ms(call, repeats) for name, call in calls.items()}
 
-    def reference_set() -> Array:
-        stoch_of(talib.RSI(close, p.rsi_period))
-        return talib.ATR(high, low, close, p.atr_period)
-
     def all_references() -> None:
-        ranges = reference_set()
+        ranges = reference_set(series)
         stochrsi_of(close)
         talib.SMA(ranges, p.atr_ma_period)
 
-    figures["RSI + STOCH on RSI + ATR"] = median_ms(reference_set, repeats)
+    figures["RSI + STOCH on RSI + ATR"] = median_ms(lambda: reference_set(series), repeats)
     figures["all nine outputs' references"] = median_ms(all_references, repeats)
+    return figures
+
+
+def reference_set(series: Series) -> Array:
+    """Make TA-Lib's calls for RSI, K, D and ATR (RSI, STOCH on RSI, ATR); return ATR."""
+    high, low, close = series
+    stoch_of(talib.RSI(close, PARAMS.rsi_period))
+    return talib.ATR(high, low, close, PARAMS.atr_period)
+
+
+def interleaved(series: Series, repeats: int) -> dict[str, float]:
+    """Time TA-Lib's reference set and candlebus's subset on one core and on two, in turn in
+    each round, all into new arrays; return the medians of the times (ms) and of each round's
+    ratios, so that a slower or faster spell of the machine weighs on both sides alike."""
+    n = series[2].size
+    outputs = np.array([kernels.OUTPUT_NAMES.index(name) for name in SUBSET], dtype=np.int64)
+    args = PARAMS.kernel_args
+    runs: dict[str, Callable[[], Any]] = {
+        "talib": lambda: reference_set(series),
+        "one core": lambda: compute_selected_into(
+            *series, outputs, np.empty((outputs.size, n)), *args
+        ),
+        "two cores": lambda: compute_selected(*series, outputs, np.empty((outputs.size, n)), args),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    figures = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    for name in ("one core", "two cores"):
+        ratios = [ours / theirs for ours, theirs in zip(times[name], times["talib"], strict=True)]
+        figures[f"{name} ratio"] = statistics.median(ratios)
     return figures
 
 
@@ -206,14 +239,25 @@ class Allocator:
             raise RuntimeError("mallopt failed: this benchmark needs glibc")
 
 
-def bench_batch(label: str, series: Series, repeats: int, fresh: dict[str, float]) -> None:
-    """Print TA-Lib's figures (`fresh` measured before, with fresh pages; now recycled memory),
-    candlebus's, and their ratios."""
+def bench_batch(
+    label: str, series: Series, repeats: int, fresh: dict[str, float], rounds: dict[str, float]
+) -> None:
+    """Print TA-Lib's figures (`fresh` and `rounds` measured before, with fresh pages; now
+    recycled memory), candlebus's, and their ratios."""
     n = series[2].size
     gap = check_against_talib(series)
     recycled = talib_references(series, repeats)
     print(f"\nbatch, {label}, {n:,} candles, ms, median of {repeats} runs")
     print(f"  largest |candlebus - TA-Lib| over RSI, K, D and ATR: {gap:.1e}")
+    print(
+        f"  in turn each round, all on fresh pages: TA-Lib RSI + STOCH on RSI + ATR "
+        f"{rounds['talib']:.2f}; candlebus RSI + K + D + ATR + bands on one core "
+        f"{rounds['one core']:.2f}, on two {rounds['two cores']:.2f}"
+    )
+    print(
+        f"    median ratio of a round: one core {rounds['one core ratio']:.2f}, "
+        f"two cores {rounds['two cores ratio']:.2f}"
+    )
 
     def both(name: str) -> str:
         return f"{name} {fresh[name]:.2f} | {recycled[name]:.2f}"
@@ -306,9 +350,10 @@ def main() -> None:
     allocator = Allocator()
     allocator.fresh()
     fresh = {label: talib_references(series, args.repeats) for label, series in datasets}
+    rounds = {label: interleaved(series, 2 * args.repeats + 1) for label, series in datasets}
     allocator.recycled()
     for label, series in datasets:
-        bench_batch(label, series, args.repeats, fresh[label])
+        bench_batch(label, series, args.repeats, fresh[label], rounds[label])
     if real is None:
         print(f"\nbatch, real candles: skipped, no {DATA_DIR / 'ETH_BTC-1m.json'}")
 

@@ -11,7 +11,10 @@ values of each window in the order of the incremental step, so both give the sam
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeAlias, TypeVar
 
 import numpy as np
@@ -36,6 +39,11 @@ from services.indicators.kernels import (
 _Kernel = TypeVar("_Kernel", bound=Callable[..., Any])
 
 _BLOCK: Final = 4096  # candles per block: its scratch columns stay in the core's L2 cache
+# A series of at least this many candles is cut in two, one span per thread (`compute_selected`).
+_TWO_THREADS_FROM: Final = 100_000
+# The first span's share of the series: the second thread also advances the averages over the
+# first span, at about a sixth of the cost of computing it.
+_FIRST_SHARE: Final = 0.55
 
 # Rows of the batch's scratch array; the first _WINDOWED keep their last values across blocks.
 _RSI: Final = 0
@@ -496,30 +504,115 @@ def _keep_history(work: F64Array, offset: int, m: int) -> None:
 def _run_blocks(
     prices: tuple[F64Array, F64Array, F64Array],
     out: F64Array,
-    rows: I64Array,
+    rows: tuple[I64Array, I64Array],
     work: F64Array,
     history: int,
-    block: int,
     params: Params,
-) -> None:
-    """Compute the requested outputs block by block: `work` has `history` + `block` columns."""
+    span: tuple[int, int],
+    averages: Averages,
+    previous: int,
+) -> tuple[Averages, int]:
+    """Compute the outputs `rows` requests of candles [begin, stop) (`span`) block by block.
+
+    `work` has `history` + block columns, and the averages are those before `begin`; `rows[1]`
+    are the outputs to compute (a request of none still fills the windows, in `work`).
+    `previous` is the size of the block before (0: none); returns the averages and the size of
+    the last block.
+    """
     high, low, close = prices
-    n = close.shape[0]
-    averages = (0.0, 0.0, 0.0)
-    for start in range(0, n, block):
-        end = min(n, start + block)
-        if start > 0:
-            _keep_history(work, history, block)
-        targets = _block_targets(out, rows, work, history, start, end)
+    begin, stop = span
+    requested, computed = rows
+    block = work.shape[1] - history
+    for start in range(begin, stop, block):
+        end = min(stop, start + block)
+        if previous > 0:
+            _keep_history(work, history, previous)
+        targets = _block_targets(out, requested, work, history, start, end)
         averages = _advance_averages(
             high, low, close, start, end, averages, work, history, (params[0], params[6]),
             (targets[0], targets[5]),
         )  # fmt: skip
-        _block_columns(work, history, end - start, params, rows, targets)
+        _block_columns(work, history, end - start, params, computed, targets)
+        previous = end - start
+    return averages, previous
+
+
+@_blockwise
+def _averages_before(
+    high: F64Array, low: F64Array, close: F64Array, end: int, periods: tuple[int, int]
+) -> Averages:
+    """Return RSI's and ATR's Wilder averages after candles [0, end), as `_advance_averages`
+    leaves them (the same operations in the same order: the same floats), storing nothing."""
+    rsi_period, atr_period = periods
+    gain, loss, average_range = 0.0, 0.0, 0.0
+    settled = min(max(rsi_period, atr_period) + 1, end)
+    for t in range(1, settled):
+        previous = close[t - 1]
+        change = close[t] - previous
+        up = change if change > 0.0 else 0.0
+        gain = _rsi_average(gain, up, t, rsi_period)
+        loss = _rsi_average(loss, up - change, t, rsi_period)
+        true_range = _true_range(high[t], low[t], previous)
+        average_range = _atr_average(average_range, true_range, t, atr_period)
+    for t in range(max(settled, 1), end):
+        previous = close[t - 1]
+        change = close[t] - previous
+        up = change if change > 0.0 else 0.0
+        gain = _smooth(gain, up, rsi_period)
+        loss = _smooth(loss, up - change, rsi_period)
+        average_range = _smooth(average_range, _true_range(high[t], low[t], previous), atr_period)
+    return gain, loss, average_range
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def compute_span_into(
+    high: F64Array,
+    low: F64Array,
+    close: F64Array,
+    out: F64Array,
+    rows: I64Array,
+    params: Params,
+    span: tuple[int, int, int],
+) -> None:
+    """Compute the outputs of candles [warm, stop) into `out`, `span` being (begin, warm, stop).
+
+    `rows` is `output_rows`'s answer. The Wilder averages advance alone over candles
+    [0, begin); candles [begin, warm) then only fill the windows. With `begin` = 0, or at
+    least `span_lead(params)` candles before `warm`, every output equals that of one pass from
+    candle 0. Warm-up NaNs are `fill_undefined`'s. Runs without the GIL, so two threads can
+    each take a span of one series.
+    """
+    begin, warm, stop = span
+    history = _history(params)
+    block = min(_BLOCK, max(stop - begin, 1))
+    work = np.zeros((_SCRATCH_ROWS, history + block))
+    averages = _averages_before(high, low, close, begin, (params[0], params[6]))
+    none = np.full(N_OUTPUTS, -1, dtype=np.int64)
+    prices = (high, low, close)
+    averages, previous = _run_blocks(
+        prices, out, (none, rows), work, history, params, (begin, warm), averages, 0
+    )
+    _run_blocks(prices, out, (rows, rows), work, history, params, (warm, stop), averages, previous)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _history(params: Params) -> int:
+    """Return how many values before a block its windows reach back to."""
+    return max(params[1], params[2], params[3], params[4], params[5], params[7]) - 1
 
 
 @njit(cache=True, error_model="numpy")
-def _fill_undefined(out: F64Array, rows: I64Array, params: Params) -> None:
+def span_lead(params: Params) -> int:
+    """Return the candles a span needs before its first output to give every output exactly:
+    the longest chain of windows (raw %K, its mean, their mean; the StochRSI pair; ATR's mean).
+    """
+    stoch = params[1] + params[2] + params[3] - 3
+    stochrsi = params[4] + params[5] - 2
+    return max(stoch, stochrsi, params[7] - 1)
+
+
+@njit(cache=True, error_model="numpy")
+def fill_undefined(out: F64Array, rows: I64Array, params: Params) -> None:
     """Set each requested output to NaN before its first defined value (TA-Lib's lookback).
 
     STOCH and STOCHRSI give K (fastk) only where D (fastd) is defined.
@@ -536,8 +629,12 @@ def _fill_undefined(out: F64Array, rows: I64Array, params: Params) -> None:
 
 
 @njit(cache=True, error_model="numpy")
-def _output_rows(outputs: I64Array, out: F64Array, n: int) -> I64Array:
+def output_rows(
+    high: F64Array, low: F64Array, close: F64Array, outputs: I64Array, out: F64Array
+) -> I64Array:
     """Return the row of `out` each output goes to (-1: not requested), checking the request."""
+    n = close.shape[0]
+    _check_lengths(n, high, low, close)
     if out.shape[0] != outputs.shape[0] or out.shape[1] != n:
         raise ValueError("out must have one row per requested output, one value per candle")
     rows = np.full(N_OUTPUTS, -1, dtype=np.int64)
@@ -582,18 +679,70 @@ def compute_selected_into(
         stochrsi_fastd_period, atr_period, atr_ma_period, base_lower, base_upper, sensitivity,
         adjustment_factor, min_width, max_width,
     )  # fmt: skip
+    rows = output_rows(high, low, close, outputs, out)
+    compute_span_into(high, low, close, out, rows, params, (0, 0, close.shape[0]))
+    fill_undefined(out, rows, params)
+
+
+def compute_in_two(
+    high: F64Array,
+    low: F64Array,
+    close: F64Array,
+    outputs: I64Array,
+    out: F64Array,
+    params: Params,
+    cut: int,
+) -> None:
+    """`compute_selected_into` (`params` in `PARAM_NAMES` order) in two threads, cut at candle
+    `cut`: the same floats.
+
+    This thread computes candles [0, cut). A helper thread advances the Wilder averages alone
+    up to `span_lead` candles before `cut` (a few nanoseconds a candle: no outputs, no
+    windows), fills the windows over those, then computes [cut, n).
+    """
+    rows = output_rows(high, low, close, outputs, out)
     n = close.shape[0]
-    _check_lengths(n, high, low, close)
-    rows = _output_rows(outputs, out, n)
-    history = max(
-        stoch_period, stoch_k_period, stoch_d_period, stochrsi_fastk_period,
-        stochrsi_fastd_period, atr_ma_period,
-    ) - 1  # fmt: skip
-    # Columns start with `history` values of the block before (zeros before the first).
-    block = min(_BLOCK, max(n, 1))
-    work = np.zeros((_SCRATCH_ROWS, history + block))
-    _run_blocks((high, low, close), out, rows, work, history, block, params)
-    _fill_undefined(out, rows, params)
+    if not 0 <= cut <= n:
+        raise ValueError(f"cut must lie in [0, {n}], not {cut}")
+    second = _helper().submit(
+        compute_span_into, high, low, close, out, rows, params,
+        (max(cut - span_lead(params), 0), cut, n),
+    )  # fmt: skip
+    try:
+        compute_span_into(high, low, close, out, rows, params, (0, 0, cut))
+    finally:
+        second.result()
+    fill_undefined(out, rows, params)
+
+
+def compute_selected(
+    high: F64Array,
+    low: F64Array,
+    close: F64Array,
+    outputs: I64Array,
+    out: F64Array,
+    params: Params,
+) -> None:
+    """`compute_selected_into` (`params` in `PARAM_NAMES` order), on two cores where the series
+    is long enough to gain from it and the process may use two; the same floats either way."""
+    n = close.shape[0]
+    if n < _TWO_THREADS_FROM or len(os.sched_getaffinity(0)) < 2:
+        compute_selected_into(high, low, close, outputs, out, *params)
+    else:
+        compute_in_two(high, low, close, outputs, out, params, round(n * _FIRST_SHARE))
+
+
+def _helper() -> ThreadPoolExecutor:
+    """Return the thread that computes the second span of a series cut in two."""
+    global _helper_pool
+    with _helper_lock:
+        if _helper_pool is None:
+            _helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="indicators-batch")
+        return _helper_pool
+
+
+_helper_pool: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
 
 
 @njit(cache=True, error_model="numpy")

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.indicators.batch import compute_batch, compute_batch_into
+from services.indicators.batch import (
+    compute_batch,
+    compute_batch_into,
+    compute_in_two,
+    compute_selected,
+)
 from services.indicators.kernels import (
     LAST_BAND_LOWER,
     LAST_BAND_UPPER,
@@ -39,6 +44,7 @@ I64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 _PREVIOUS_SLOTS = [LAST_STOCH_K, LAST_BAND_LOWER, LAST_BAND_UPPER]
+_ALL_OUTPUTS = np.arange(N_OUTPUTS, dtype=np.int64)  # the batch kernels' request: every output
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +209,7 @@ def compute_frame(
     else:
         series_high, series_low, series_close, rows = highs, lows, closes, slice(None)
     out = np.empty((N_OUTPUTS, series_close.size))  # NumPy's allocation: see compute_batch_into
-    compute_batch_into(series_high, series_low, series_close, out, *params.kernel_args)
+    compute_selected(series_high, series_low, series_close, _ALL_OUTPUTS, out, params.kernel_args)
     frame: dict[str, npt.NDArray[Any]] = {"open_time_ms": times, "close": closes}
     for name, column in zip(OUTPUT_NAMES, out, strict=True):
         frame[name] = column[rows]
@@ -422,7 +428,9 @@ def warm_up_jit(params: IndicatorParams | None = None) -> None:
     args = params.kernel_args
     prices = np.linspace(1.0, 2.0, 8)
     compute_batch(prices, prices, prices, *args)
-    compute_batch_into(prices, prices, prices, np.empty((N_OUTPUTS, prices.size)), *args)
+    out = np.empty((N_OUTPUTS, prices.size))
+    compute_batch_into(prices, prices, prices, out, *args)
+    compute_in_two(prices, prices, prices, _ALL_OUTPUTS, out, args, prices.size // 2)
     warm_state(prices, prices, prices, *args)
     state = new_state(2, params.state_width)
     rows = np.array([1, 0], dtype=np.int64)

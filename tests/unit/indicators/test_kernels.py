@@ -5,7 +5,9 @@ blocks), and selected outputs against all of them."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -394,4 +396,94 @@ def test_selected_rejects_a_bad_request(outputs: list[int], rows: int) -> None:
         batch_kernels.compute_selected_into(
             prices, prices, prices, np.array(outputs, dtype=np.int64), np.empty((rows, 50)),
             *IndicatorParams().kernel_args,
+        )  # fmt: skip
+
+
+# --- one series in two threads ------------------------------------------------------------------
+
+CUTS = [0, 1, 17, 500, batch_kernels._BLOCK, batch_kernels._BLOCK + 1, SEVERAL_BLOCKS // 2,
+        SEVERAL_BLOCKS - 1, SEVERAL_BLOCKS]  # fmt: skip
+
+
+@pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.parametrize(
+    "params", [IndicatorParams(), CUSTOM, LONG], ids=["default", "custom", "long"]
+)
+def test_a_series_cut_in_two_threads_gives_the_floats_of_one_pass(
+    cut: int, params: IndicatorParams
+) -> None:
+    high, low, close = random_walk(np.random.default_rng(12), SEVERAL_BLOCKS, 1.0)
+    close[6_000:6_400] = close[5_999]  # a flat stretch: raw %K of a flat window
+    high[6_000:6_400] = low[6_000:6_400] = close[5_999]
+    everything = np.array(batch_kernels.compute_batch(high, low, close, *params.kernel_args))
+    outputs = np.array([7, 2, 0, 5, 1], dtype=np.int64)  # some, out of order
+    out = np.full((outputs.size, close.size), -7.0)  # every value must be overwritten
+    batch_kernels.compute_in_two(high, low, close, outputs, out, params.kernel_args, cut)
+    np.testing.assert_array_equal(out, everything[outputs])
+
+
+@pytest.mark.parametrize("path", REAL_FILES, ids=lambda path: path.stem)
+def test_real_candles_in_two_threads_give_the_floats_of_one_pass(path: Path) -> None:
+    high, low, close = load_hlc(path)
+    args = IndicatorParams().kernel_args
+    everything = np.array(batch_kernels.compute_batch(high, low, close, *args))
+    out = np.empty_like(everything)
+    for cut in (close.size // 3, close.size // 2):
+        batch_kernels.compute_in_two(high, low, close, np.arange(9), out, args, cut)
+        np.testing.assert_array_equal(out, everything)
+
+
+def test_a_span_needs_its_whole_lead_to_be_exact() -> None:
+    """One candle less of lead than `span_lead` and the first output of the span is off: the
+    lead is as long as it must be, no shorter."""
+    high, low, close = random_walk(np.random.default_rng(13), 3_000, 1.0)
+    args = IndicatorParams().kernel_args
+    everything = np.array(batch_kernels.compute_batch(high, low, close, *args))
+    rows = np.arange(9, dtype=np.int64)
+    lead, warm = batch_kernels.span_lead(args), 2_000
+    for begin, exact in ((warm - lead, True), (warm - lead + 1, False)):
+        out = np.full_like(everything, np.nan)
+        batch_kernels.compute_span_into(high, low, close, out, rows, args, (begin, warm, 3_000))
+        assert np.array_equal(out[:, warm:], everything[:, warm:]) is exact
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_long_series_is_computed_on_two_cores_with_the_same_floats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cuts: list[int] = []
+    in_two = batch_kernels.compute_in_two
+
+    def spy(*args: Any) -> None:
+        cuts.append(args[-1])
+        in_two(*args)
+
+    monkeypatch.setattr(batch_kernels, "compute_in_two", spy)
+    args = IndicatorParams().kernel_args
+    for n, expected_cuts in ((batch_kernels._TWO_THREADS_FROM - 1, 0), (400_000, 1)):
+        high, low, close = random_walk(np.random.default_rng(14), n, 1.0)
+        everything = np.array(batch_kernels.compute_batch(high, low, close, *args))
+        out = np.empty_like(everything)
+        batch_kernels.compute_selected(high, low, close, np.arange(9), out, args)
+        np.testing.assert_array_equal(out, everything)
+        assert len(cuts) == expected_cuts
+    assert 0.4 * 400_000 < cuts[0] < 0.6 * 400_000
+
+
+@pytest.mark.parametrize("cut", [-1, 51])
+def test_a_cut_outside_the_series_is_refused(cut: int) -> None:
+    prices = np.linspace(1.0, 2.0, 50)
+    with pytest.raises(ValueError, match="cut must lie in"):
+        batch_kernels.compute_in_two(
+            prices, prices, prices, np.arange(9), np.empty((9, 50)),
+            IndicatorParams().kernel_args, cut,
+        )  # fmt: skip
+
+
+def test_a_bad_request_is_refused_before_any_thread_starts() -> None:
+    prices = np.linspace(1.0, 2.0, 50)
+    with pytest.raises(ValueError, match="input arrays differ"):
+        batch_kernels.compute_in_two(
+            prices, prices[:-1], prices, np.arange(9), np.empty((9, 50)),
+            IndicatorParams().kernel_args, 25,
         )  # fmt: skip
