@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeAlias, cast
 
 import msgspec
 import numpy as np
+import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -207,7 +208,9 @@ def insert_new(conn: Connection, table: sa.Table, rows: Rows) -> int:
     unique: dict[Any, tuple[Any, ...]] = {}
     for row in values:
         unique.setdefault(key(row), row)
-    batch = list(unique.values())
+    # In key order, each index takes its new entries page by page: a fifth less time in
+    # Postgres for a batch that interleaves many markets.
+    batch = [unique[k] for k in sorted(unique)]
     if not batch:
         return 0
     if conn.dialect.name == "postgresql" and len(batch) >= COPY_MIN_ROWS:
@@ -231,7 +234,23 @@ def insert_new(conn: Connection, table: sa.Table, rows: Rows) -> int:
 def _copy_new(
     conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]
 ) -> int:
-    """COPY rows into a per-session staging table, then insert the new ones in one statement."""
+    """Insert the rows whose key is not stored yet, by COPY.
+
+    Usually none is stored yet: the rows are copied straight into the table, which costs
+    Postgres about half of a copy into staging and an insert from there. If one is stored
+    already (a redelivered batch), that copy is rolled back to its savepoint, and the rows go
+    through a per-session staging table, from which one statement inserts the new ones.
+    """
+    binary = _copy_binary(table, names, rows, nan_as_null=True)
+    if binary is not None:
+        savepoint = conn.begin_nested()
+        try:
+            _copy_in(conn, table.name, names, binary)
+        except psycopg2.errors.UniqueViolation:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+            return len(rows)
     staging = _copy_to_staging(conn, table, names, rows)
     # COPY reads NaN as a float NaN: NULLIF turns it into NULL, which stands for NaN here.
     selected = ", ".join(
@@ -259,16 +278,28 @@ def _copy_to_staging(
         f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     binary = _copy_binary(table, names, rows)
-    statement = f"COPY {staging} ({', '.join(names)}) FROM STDIN"
+    if binary is not None:
+        _copy_in(conn, staging, names, binary)
+    else:
+        cursor: Any = conn.connection.cursor()
+        try:
+            statement = f"COPY {staging} ({', '.join(names)}) FROM STDIN"
+            cursor.copy_expert(statement, io.StringIO(_copy_text(rows)))
+        finally:
+            cursor.close()
+    return staging
+
+
+def _copy_in(conn: Connection, table_name: str, names: list[str], binary: bytes) -> None:
+    """COPY rows rendered by `_copy_binary` into a table."""
     cursor: Any = conn.connection.cursor()
     try:
-        if binary is not None:
-            cursor.copy_expert(statement + " WITH (FORMAT binary)", io.BytesIO(binary))
-        else:
-            cursor.copy_expert(statement, io.StringIO(_copy_text(rows)))
+        cursor.copy_expert(
+            f"COPY {table_name} ({', '.join(names)}) FROM STDIN WITH (FORMAT binary)",
+            io.BytesIO(binary),
+        )
     finally:
         cursor.close()
-    return staging
 
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -289,12 +320,16 @@ def _binary_kind(column: sa.Column[Any]) -> str | None:
     return None
 
 
-def _copy_binary(table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> bytes | None:
+def _copy_binary(
+    table: sa.Table, names: list[str], rows: list[tuple[Any, ...]], *, nan_as_null: bool = False
+) -> bytes | None:
     """Render rows in COPY's binary format with numpy, or None where only text COPY fits.
 
-    A row is (int16 field count, then per field an int32 length and the big-endian value). Rows
-    are grouped by the lengths of their text fields so each group is one fixed-size numpy record
-    array: about 3 µs a row against 12 µs for text, which is most of a batch's cost.
+    A row is (int16 field count, then per field an int32 length and the big-endian value, or
+    the length -1 alone for NULL). Rows are grouped by the lengths of their text fields (and,
+    with `nan_as_null`, by which nullable floats are NaN, written as NULL) so each group is one
+    fixed-size numpy record array: about 3 µs a row against 12 µs for text, which is most of a
+    batch's cost.
     """
     found = [_binary_kind(table.c[name]) for name in names]
     kinds = [kind for kind in found if kind is not None]
@@ -307,26 +342,40 @@ def _copy_binary(table: sa.Table, names: list[str], rows: list[tuple[Any, ...]])
             if not all(isinstance(value, str) for value in columns[j]):
                 return None  # NULL text: the text path writes \N
             texts[j] = [value.encode() for value in columns[j]]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, lengths in enumerate(zip(*(map(len, texts[j]) for j in texts), strict=True)):
-        groups.setdefault(lengths, []).append(i)
     try:
         numbers = {
             j: np.asarray(columns[j], dtype=kind) for j, kind in enumerate(kinds) if j not in texts
         }
     except (TypeError, ValueError):
         return None  # a NULL number
+    nullable = [
+        j
+        for j, name in enumerate(names)
+        if nan_as_null and kinds[j] == ">f8" and table.c[name].nullable
+    ]
+    shapes = [
+        *(map(len, texts[j]) for j in texts),
+        *(np.isnan(numbers[j]).tolist() for j in nullable),
+    ]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, shape in enumerate(zip(*shapes, strict=True)):
+        groups.setdefault(shape, []).append(i)
     parts = [_BINARY_HEADER]
-    for lengths, members in groups.items():
-        width = dict(zip(texts, lengths, strict=True))
+    for shape, members in groups.items():
+        width = dict(zip(texts, shape, strict=False))
+        null = {j for j, is_nan in zip(nullable, shape[len(texts) :], strict=True) if is_nan}
         layout: list[tuple[str, str]] = [("fields", ">i2")]
         for j, kind in enumerate(kinds):
-            layout += [(f"l{j}", ">i4"), (f"v{j}", f"S{width[j]}" if j in texts else kind)]
+            layout.append((f"l{j}", ">i4"))
+            if j not in null:
+                layout.append((f"v{j}", f"S{width[j]}" if j in texts else kind))
         records = np.empty(len(members), dtype=layout)
         index = np.asarray(members)
         records["fields"] = len(kinds)
         for j in range(len(kinds)):
-            if j in texts:
+            if j in null:
+                records[f"l{j}"] = -1
+            elif j in texts:
                 records[f"l{j}"] = width[j]
                 if width[j]:
                     records[f"v{j}"] = np.asarray(texts[j], dtype=object)[index].astype(

@@ -17,7 +17,7 @@ from shared.messages import (
     signal_id,
     to_builtins,
 )
-from shared.store import Store, create_engine, downgrade, metadata, upgrade
+from shared.store import IndicatorRow, Store, create_engine, downgrade, metadata, upgrade
 from tests import store_checks
 from tests.fakes import execution, indicators_for, load_candles, nan_as_none
 
@@ -49,7 +49,6 @@ INDEXES = {
     "pk_candles",
     "ix_candles_symbol_timeframe_time",
     "pk_indicators",
-    "ix_indicators_symbol_timeframe_time",
     "pk_signals",
     "uq_signals_market",
     "ix_signals_symbol_time",
@@ -119,9 +118,8 @@ def test_upgrade_creates_every_table_and_index(empty_database_url: str) -> None:
     latest = indexes["ix_candles_symbol_timeframe_time"]
     assert "(symbol, timeframe, open_time_ms DESC)" in latest
     assert "INCLUDE (exchange, open, high, low, close, volume)" in latest
-    indicators_latest = indexes["ix_indicators_symbol_timeframe_time"]
-    assert "(symbol, timeframe, open_time_ms DESC)" in indicators_latest
-    assert "INCLUDE" not in indicators_latest  # written at the candle rate: kept lean
+    # Written at the candle rate, so one index: the key, which also serves the latest rows.
+    assert "(symbol, timeframe, open_time_ms, exchange)" in indexes["pk_indicators"]
 
 
 def test_migrated_schema_matches_the_store_tables(database_url: str) -> None:
@@ -153,9 +151,13 @@ async def test_candle_batch_saved_twice_stores_each_candle_once(
     batch = candles + candles[100:150] + candles[:10]  # duplicates inside the batch
 
     assert await store.save_candles(batch) == 300
-    assert any("candles_incoming" in sql for sql, _ in statements)  # the COPY path ran
+    sent = [sql for sql, _ in statements]
+    assert any(sql.startswith("SAVEPOINT") for sql in sent)  # COPY, straight into the table
+    assert not any(sql.startswith("INSERT INTO candles") for sql in sent)
     first = await store.candles_between(symbol="ETH/BTC", timeframe="1m", limit=1_000)
+    statements.clear()
     assert await store.save_candles(batch) == 0
+    assert any("candles_incoming" in sql for sql, _ in statements)  # then through staging
     second = await store.candles_between(symbol="ETH/BTC", timeframe="1m", limit=1_000)
 
     assert first == second
@@ -240,6 +242,30 @@ async def test_indicator_batch_saved_twice_keeps_nan_and_stores_once(store: Stor
     assert await store.last_indicator_times() == {
         ("binance", "ETH/BTC", "1m"): rows[-1].open_time_ms
     }
+
+
+async def test_a_new_batch_is_copied_straight_in_and_a_partly_stored_one_inserts_the_rest(
+    store: Store, statements: list[tuple[str, Any]]
+) -> None:
+    rows = indicators_for(load_candles("ETH_BTC-1m.json", "ETH/BTC", "1m", 400))
+
+    assert await store.save_indicators(rows[:200]) == 200
+    inserts = [sql for sql, _ in statements if sql.startswith("INSERT INTO indicators")]
+    assert inserts == []  # straight into the table: no staging, no INSERT ... SELECT
+    statements.clear()
+    assert await store.save_indicators(rows[100:]) == 200  # 100 stored already, 200 new
+    sent = [sql.split(" (")[0] for sql, _ in statements]
+    assert any(sql.startswith("ROLLBACK TO SAVEPOINT") for sql in sent)
+    assert "INSERT INTO indicators" in sent
+
+    stored = await store.indicators_between(symbol="ETH/BTC", timeframe="1m", limit=1_000)
+    fields = list(IndicatorRow.__dataclass_fields__)
+    assert [nan_as_none(r) for r in stored] == [
+        nan_as_none(IndicatorRow(*(getattr(r, name) for name in fields))) for r in rows
+    ]  # NaN went in as NULL and comes back as NaN
+    with store.engine.connect() as conn:
+        nulls = conn.execute(sa.text("SELECT count(*) FROM indicators WHERE rsi IS NULL"))
+        assert nulls.scalar() == 14
 
 
 async def test_indicators_of_many_candles_come_back_in_one_query(
