@@ -70,13 +70,13 @@ indicators = sa.Table(
     *(sa.Column(name, _PRICE, nullable=True) for name in INDICATOR_VALUES),
     sa.Column("candle_closed_at_ms", _MS, nullable=False),
     sa.Column("stored_at_ms", _MS, nullable=False),
+    # The one index: indicator rows are written at the full candle rate, and every index
+    # costs each write about as much as the row. Market first, then time, it also serves
+    # "the latest rows of a market", with or without the exchange.
     sa.PrimaryKeyConstraint(
-        "exchange", "symbol", "timeframe", "open_time_ms", name="pk_indicators"
+        "symbol", "timeframe", "open_time_ms", "exchange", name="pk_indicators"
     ),
 )
-# Not covering: indicator rows are written at the full candle rate, and a covering index
-# would double the cost of every write for reads that the primary key also serves.
-_add_latest_index(indicators, ())
 
 signals = sa.Table(
     "signals",
