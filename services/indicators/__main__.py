@@ -112,7 +112,8 @@ async def main(settings: IndicatorsSettings, bus: Bus, store: Store) -> None:
     and computed (the engine's state moves in candle order either way).
     """
     params = IndicatorParams()
-    await asyncio.to_thread(warm_up_jit, params)  # compile (or load the cache) off the loop
+    # Compile (or load from the cache) off the loop the kernels this service runs.
+    await asyncio.to_thread(warm_up_jit, params, batch=False)
     engine = IndicatorEngine(params)
     await restore(engine, store, settings)
     seconds = metrics.HANDLE_SECONDS.labels(SERVICE, Stream.CANDLES)

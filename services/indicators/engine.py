@@ -422,15 +422,21 @@ class IndicatorEngine:
         return row
 
 
-def warm_up_jit(params: IndicatorParams | None = None) -> None:
-    """Compile every kernel (or load it from Numba's disk cache) before the first real candle."""
+def warm_up_jit(params: IndicatorParams | None = None, *, batch: bool = True) -> None:
+    """Compile the kernels (or load them from Numba's disk cache) before the first real candle:
+    the incremental ones, and with `batch` those of whole series too.
+
+    The indicators service runs the incremental kernels only: loading the batch ones as well
+    would add about 0.2 s to its start.
+    """
     params = params if params is not None else IndicatorParams()
     args = params.kernel_args
     prices = np.linspace(1.0, 2.0, 8)
-    compute_batch(prices, prices, prices, *args)
-    out = np.empty((N_OUTPUTS, prices.size))
-    compute_batch_into(prices, prices, prices, out, *args)
-    compute_in_two(prices, prices, prices, _ALL_OUTPUTS, out, args, prices.size // 2)
+    if batch:
+        compute_batch(prices, prices, prices, *args)
+        out = np.empty((N_OUTPUTS, prices.size))
+        compute_batch_into(prices, prices, prices, out, *args)
+        compute_in_two(prices, prices, prices, _ALL_OUTPUTS, out, args, prices.size // 2)
     warm_state(prices, prices, prices, *args)
     state = new_state(2, params.state_width)
     rows = np.array([1, 0], dtype=np.int64)
