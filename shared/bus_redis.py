@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -49,17 +50,29 @@ _FIELD_BYTES = FIELD.encode()  # the entry field, as Redis replies spell it
 _PUBLISH_CHUNK = 1_000  # messages per script call (one round trip, one command)
 _BUS_DEAD_LETTER_REASONS = ("undecodable", "max_deliveries")  # the bus's own (bus_types)
 
-# Append a chunk of entries and record the last message per key, atomically, in one command:
-# ARGV holds (key, payload) pairs in publication order, so HSET keeps each key's last payload.
-# One command instead of an XADD per message is what makes publishing cheap for the client.
+# Append a chunk of entries and record the last message per key, atomically, in one command.
+# ARGV[1] packs the chunk's (key, payload) pairs in publication order, each string after its
+# length as a 4-byte big-endian integer, so HSET keeps each key's last payload. One argument
+# for the whole chunk: the client's cost of a command grows with its arguments (two per
+# message would be most of what publishing costs it), while cutting one string in Lua is cheap.
 _PUBLISH_LUA = """
-local ids = {}
-for i = 2, #ARGV, 2 do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'm', ARGV[i])
+local packed = ARGV[1]
+local ids, last = {}, {}
+local at, size = 1, #packed
+while at <= size do
+  local length, start = struct.unpack('>I4', packed, at)
+  local key = string.sub(packed, start, start + length - 1)
+  length, start = struct.unpack('>I4', packed, start + length)
+  local payload = string.sub(packed, start, start + length - 1)
+  at = start + length
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'm', payload)
+  last[#last + 1] = key
+  last[#last + 1] = payload
 end
-redis.call('HSET', KEYS[2], unpack(ARGV))
+redis.call('HSET', KEYS[2], unpack(last))
 return ids
 """
+_LENGTH = struct.Struct(">I")  # a packed string's length, as the publish script reads it
 _MAX_BLOCK_MS = 5_000  # a longer wait is split into several reads, well under the socket timeout
 _SOCKET_TIMEOUT_S = 15.0
 _TRIM_SCAN_LIMIT = 10_000  # what one approximate XTRIM may remove (100 nodes of 100 entries)
@@ -161,9 +174,12 @@ class RedisBus:
     async def _publish_chunk(self, stream: Stream, messages: Sequence[Message]) -> list[str]:
         # The entries and the per-key "last message" land together: a resuming collector
         # never sees one without the other.
-        args: list[EncodableT] = []
+        parts: list[bytes] = []
+        length = _LENGTH.pack
         for message in messages:
-            args += (message.key, encode(message))
+            key, payload = message.key.encode(), encode(message)
+            parts += (length(len(key)), key, length(len(payload)), payload)
+        args = [b"".join(parts)]
         keys = [stream.value, f"{stream.value}:last"]
         replies: Any = await self._call(lambda: self._publish_script(keys=keys, args=args))
         return [to_text(entry_id) for entry_id in replies]

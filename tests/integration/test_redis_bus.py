@@ -410,6 +410,19 @@ async def test_last_message_is_the_latest_published_for_each_key(bus: AnyBus) ->
     assert await bus.last_message(Stream.CANDLES, "binance:LTC/BTC:1m") is None
 
 
+async def test_a_chunk_keeps_the_last_message_of_each_key_whatever_its_characters(
+    bus: AnyBus,
+) -> None:
+    symbols = ["ETH/BTC", "币安币/USDT", "A" * 300]  # multi-byte characters, a long key
+    batch = [candle(i, symbols[i % 3]) for i in range(30)]
+    ids = await bus.publish_many(Stream.CANDLES, batch)
+
+    assert [message for _, message in await bus.read_after(Stream.CANDLES, "0-0", 100)] == batch
+    assert len(ids) == 30
+    for offset, symbol in enumerate(symbols):
+        assert await bus.last_message(Stream.CANDLES, candle(0, symbol).key) == batch[27 + offset]
+
+
 async def test_read_after_starts_strictly_after_the_given_id(bus: AnyBus) -> None:
     published = await bus.publish_many(Stream.CANDLES, [candle(i) for i in range(5)])
 
@@ -513,13 +526,10 @@ async def test_publish_many_is_one_script_call_per_thousand_messages(
 
     ids = await redis_bus.publish_many(Stream.CANDLES, [candle(i) for i in range(2_500)])
 
-    # one EVALSHA each: (key, payload) pairs for 1,000 + 1,000 + 500 messages after 5 leading args
+    # one EVALSHA each for 1,000 + 1,000 + 500 messages, packed in one argument after the
+    # command, the script's hash, the key count and the two keys
     assert len(CountingConnection.writes) == 3
-    assert [write.split(b"\r\n", 1)[0] for write in CountingConnection.writes] == [
-        b"*2005",
-        b"*2005",
-        b"*1005",
-    ]
+    assert [write.split(b"\r\n", 1)[0] for write in CountingConnection.writes] == [b"*6"] * 3
     assert all(b"EVALSHA" in write[:20] for write in CountingConnection.writes)
     assert await redis_bus.client.xlen("candles") == len(ids) == 2_500
     assert len(set(ids)) == 2_500 and ids == sorted(
