@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+import msgspec
+
 from shared import metrics
 from shared.messages import DecodeError, Message, Stream, decode, encode
 
@@ -23,8 +25,9 @@ def retained(stream: Stream, retain_entries: int, retain_ticks: int) -> int:
     return retain_ticks if stream is Stream.TICKS else retain_entries
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+# Entries are msgspec structs, not dataclasses: one is built for each entry read, and a frozen
+# dataclass takes five times as long to build.
+class Entry(msgspec.Struct, frozen=True):
     """One decoded stream entry: its id (`"<ms>-<seq>"`), its message, and how often delivered."""
 
     id: str
@@ -85,8 +88,7 @@ def to_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
+class RawEntry(msgspec.Struct, frozen=True):
     """An entry as read, before decoding: `data` is None when its field is missing."""
 
     id: str
