@@ -220,6 +220,7 @@ class RedisBus:
             until_claim_ms = int((next_claim - time.monotonic()) * 1_000)
             wait_ms = max(1, min(block_ms, _MAX_BLOCK_MS, until_claim_ms))
             batch = await self._read_new(stream, group, consumer, count, wait_ms)
+            _raise_if_cancelled()
             if batch.entries:
                 yield batch
 
@@ -390,6 +391,7 @@ class RedisBus:
                     {s.value: c for s, c in cursors.items()}, count=count, block=wait_ms
                 )
             )
+            _raise_if_cancelled()
             out: list[tuple[Stream, str, Message]] = []
             for name, rows in reply or []:
                 stream = Stream(to_text(name))
@@ -486,6 +488,17 @@ def _raw_entry(entry_id: bytes | str, fields: Any, deliveries: Mapping[str, int]
     """Build a raw entry from a pending read: empty fields mean the entry was deleted."""
     text_id = to_text(entry_id)
     return RawEntry(text_id, _message_field(fields), deliveries.get(text_id, 1), deleted=not fields)
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop and is still running.
+
+    redis-py can lose a cancellation that lands as a blocking read returns: the consumer would
+    then read on forever while whoever cancelled it waits for it to end.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _as_is(response: Any, **options: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -603,3 +604,20 @@ async def test_consume_raises_after_bounded_retries_when_redis_is_unreachable() 
 
     assert 0.1 <= time.monotonic() - started < 2.0  # four waits of 25 to 75 ms, then give up
     await bus.close()
+
+
+async def test_a_consumer_cancelled_at_any_moment_stops(redis_bus: RedisBus) -> None:
+    """A cancellation that lands as a blocking read returns must still end the consumer.
+
+    redis-py can swallow one then: without the bus re-raising it, the consumer reads on and
+    whoever cancelled it waits forever (seen as a hung test before the bus checked).
+    """
+    rng = random.Random(5)
+    for attempt in range(300):
+        batches = consumer_of(redis_bus, "cancelled", consumer=f"c{attempt}", block_ms=2)
+        task = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(rng.uniform(0.0, 0.02))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2.0)
+        assert done, f"consumer {attempt} still reading 2 s after it was cancelled"
+        await batches.aclose()
