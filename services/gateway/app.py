@@ -23,6 +23,7 @@ from services.gateway.flusher import pace
 from services.gateway.http_metrics import HttpMetricsMiddleware
 from services.gateway.hub import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, Hub
 from services.gateway.ratelimit import RateLimiter, RateLimitMiddleware
+from services.gateway.raw_send import RawWebSocketSendMiddleware
 from services.gateway.relay import relay, start_cursors
 from services.gateway.routes import (
     backtests,
@@ -122,6 +123,7 @@ def _add_middleware(app: FastAPI, settings: GatewaySettings) -> None:
             max_age=600,
         )
     app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(RawWebSocketSendMiddleware)  # outermost: it sees the server's own send
 
 
 def _lifespan(

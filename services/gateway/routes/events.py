@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnected
 from services.gateway.auth import UNAUTHORIZED, websocket_role
 from services.gateway.dependencies import BusDep, HubDep, SettingsDep
 from services.gateway.hub import CLOSE_POLICY_VIOLATION, Hub
+from services.gateway.raw_send import RAW_SEND
 from services.gateway.relay import backfill
 from services.gateway.subscriber import Closing, Subscriber
 from shared.bus import Bus
@@ -49,7 +50,8 @@ async def stream_events(
         await websocket.close(code=CLOSE_POLICY_VIOLATION, reason=UNAUTHORIZED)
         return
     subscriber = hub.connect()
-    subscriber.attach(websocket.send)
+    # Frames go out through the server's own send, past Starlette's layers (see raw_send).
+    subscriber.attach(websocket.scope.get(RAW_SEND, websocket.send))
     reader = asyncio.create_task(_read(websocket, hub, bus, subscriber, settings.ws_resume_page))
     ended = asyncio.create_task(subscriber.wait_closed())
     tasks = {reader, ended}

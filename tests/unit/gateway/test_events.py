@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from services.gateway.app import create_app
@@ -161,6 +162,29 @@ def test_websocket_client_receives_only_its_channels(client: TestClient, bus: Me
         ("signals", "signals", ids[4]),
     ]
     assert got[0]["data"]["symbol"] == "ETH/BTC" and got[0]["data"]["close"] == candle().close
+
+
+def test_event_frames_go_out_through_the_server_s_own_send(
+    client: TestClient, bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub sends frames with the send the server passed in, past Starlette's layers; the
+    route's own messages (accept, a farewell, close) still go through `WebSocket.send`."""
+    through_starlette: list[str] = []
+    starlette_send = StarletteWebSocket.send
+
+    async def counting(self: StarletteWebSocket, message: Any) -> None:
+        through_starlette.append(message["type"])
+        await starlette_send(self, message)
+
+    monkeypatch.setattr(StarletteWebSocket, "send", counting)
+    with client.websocket_connect(WS) as websocket:
+        subscribe(websocket, ["signals"])
+        ids = [publish(client, bus, Stream.SIGNALS, signal(f"S{i}/BTC")) for i in range(5)]
+        got = receive_until(websocket, "signals", ids[-1])
+
+    assert [event["id"] for event in got] == ids
+    assert "websocket.send" not in through_starlette
+    assert through_starlette[0] == "websocket.accept"
 
 
 def test_unsubscribed_channel_gets_no_more_events(client: TestClient, bus: MemoryBus) -> None:
