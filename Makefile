@@ -10,7 +10,7 @@ run: install             ## the whole pipeline in one process (in-memory bus, SQ
 	$(BIN)/candlebus up
 
 test: install services tools  ## every test: unit, integration (real Redis + Postgres), end-to-end
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-unit: install       ## the fast layer only: no sockets
 	$(BIN)/pytest -q tests/unit
