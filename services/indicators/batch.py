@@ -87,6 +87,46 @@ Prices: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]  # high, low, 
 Targets: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]  # RSI twice, ATR twice
 
 
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
+def _seeding_step(
+    averages: Averages,
+    candle: tuple[float, float, float, float],
+    steps: int,
+    periods: tuple[int, int],
+) -> Averages:
+    """Advance RSI's and ATR's averages by the `steps`-th candle (high, low, close, close
+    before), either of them perhaps still seeding."""
+    gain, loss, average_range = averages
+    high, low, close, previous = candle
+    rsi_period, atr_period = periods
+    change = close - previous
+    up = change if change > 0.0 else 0.0
+    return (
+        _rsi_average(gain, up, steps, rsi_period),
+        _rsi_average(loss, up - change, steps, rsi_period),
+        _atr_average(average_range, _true_range(high, low, previous), steps, atr_period),
+    )
+
+
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
+def _smoothing_step(
+    averages: Averages, candle: tuple[float, float, float, float], periods: tuple[int, int]
+) -> Averages:
+    """Advance seeded averages by one candle: `_seeding_step` past the seeds, without its
+    branches. The chains of dependent operations here set the speed of the batch's one
+    sequential loop."""
+    gain, loss, average_range = averages
+    high, low, close, previous = candle
+    rsi_period, atr_period = periods
+    change = close - previous
+    up = change if change > 0.0 else 0.0
+    return (
+        _smooth(gain, up, rsi_period),
+        _smooth(loss, up - change, rsi_period),
+        _smooth(average_range, _true_range(high, low, previous), atr_period),
+    )
+
+
 @_blockwise
 def _seed_averages(
     prices: Prices, first: int, averages: Averages, periods: tuple[int, int], targets: Targets
@@ -94,47 +134,32 @@ def _seed_averages(
     """Advance the averages over candles first, first + 1, ... while either is seeding."""
     now_high, now_low, now_close, before = prices
     rsi, rsi_copy, ranges, ranges_copy = targets
-    rsi_period, atr_period = periods
-    gain, loss, average_range = averages
     for j in range(rsi.shape[0]):
-        steps = first + j
-        previous = before[j]
-        change = now_close[j] - previous
-        up = change if change > 0.0 else 0.0
-        gain = _rsi_average(gain, up, steps, rsi_period)
-        loss = _rsi_average(loss, up - change, steps, rsi_period)
-        true_range = _true_range(now_high[j], now_low[j], previous)
-        average_range = _atr_average(average_range, true_range, steps, atr_period)
-        rsi[j] = rsi_copy[j] = _rsi(gain, loss)
-        ranges[j] = ranges_copy[j] = average_range
-    return gain, loss, average_range
+        candle = (now_high[j], now_low[j], now_close[j], before[j])
+        averages = _seeding_step(averages, candle, first + j, periods)
+        rsi[j] = rsi_copy[j] = _rsi(averages[0], averages[1])
+        ranges[j] = ranges_copy[j] = averages[2]
+    return averages
 
 
 @_blockwise
 def _smooth_averages(
     prices: Prices, averages: Averages, periods: tuple[int, int], targets: Targets
 ) -> Averages:
-    """Advance the seeded averages: `_seed_averages` past the seeds, without its branches.
+    """Advance the seeded averages, storing RSI and ATR: the one sequential loop of the batch.
 
-    The one sequential loop of the batch. Its speed is set by the chains of dependent
-    operations of the averages, which leave the core idle enough for RSI's division and the
-    stores to the caller's arrays.
+    The chains of its averages leave the core idle enough for RSI's division and the stores to
+    the caller's arrays.
     """
     now_high, now_low, now_close, before = prices
     rsi, rsi_copy, ranges, ranges_copy = targets
-    rsi_period, atr_period = periods
-    gain, loss, average_range = averages
     for j in range(rsi.shape[0]):
-        previous = before[j]
-        change = now_close[j] - previous
-        up = change if change > 0.0 else 0.0
-        gain = _smooth(gain, up, rsi_period)
-        loss = _smooth(loss, up - change, rsi_period)
-        true_range = _true_range(now_high[j], now_low[j], previous)
-        average_range = _smooth(average_range, true_range, atr_period)
-        rsi[j] = rsi_copy[j] = _rsi(gain, loss)
-        ranges[j] = ranges_copy[j] = average_range
-    return gain, loss, average_range
+        averages = _smoothing_step(
+            averages, (now_high[j], now_low[j], now_close[j], before[j]), periods
+        )
+        rsi[j] = rsi_copy[j] = _rsi(averages[0], averages[1])
+        ranges[j] = ranges_copy[j] = averages[2]
+    return averages
 
 
 @_blockwise
@@ -542,26 +567,14 @@ def _averages_before(
     high: F64Array, low: F64Array, close: F64Array, end: int, periods: tuple[int, int]
 ) -> Averages:
     """Return RSI's and ATR's Wilder averages after candles [0, end), as `_advance_averages`
-    leaves them (the same operations in the same order: the same floats), storing nothing."""
-    rsi_period, atr_period = periods
-    gain, loss, average_range = 0.0, 0.0, 0.0
-    settled = min(max(rsi_period, atr_period) + 1, end)
+    leaves them (the same steps: the same floats), storing nothing."""
+    averages = (0.0, 0.0, 0.0)
+    settled = min(max(periods) + 1, end)
     for t in range(1, settled):
-        previous = close[t - 1]
-        change = close[t] - previous
-        up = change if change > 0.0 else 0.0
-        gain = _rsi_average(gain, up, t, rsi_period)
-        loss = _rsi_average(loss, up - change, t, rsi_period)
-        true_range = _true_range(high[t], low[t], previous)
-        average_range = _atr_average(average_range, true_range, t, atr_period)
+        averages = _seeding_step(averages, (high[t], low[t], close[t], close[t - 1]), t, periods)
     for t in range(max(settled, 1), end):
-        previous = close[t - 1]
-        change = close[t] - previous
-        up = change if change > 0.0 else 0.0
-        gain = _smooth(gain, up, rsi_period)
-        loss = _smooth(loss, up - change, rsi_period)
-        average_range = _smooth(average_range, _true_range(high[t], low[t], previous), atr_period)
-    return gain, loss, average_range
+        averages = _smoothing_step(averages, (high[t], low[t], close[t], close[t - 1]), periods)
+    return averages
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
