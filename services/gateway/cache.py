@@ -109,8 +109,10 @@ class ResponseCache:
         self._redis = redis
         self._max_bytes = max_bytes
         self._clock = clock
-        self._local: OrderedDict[str, tuple[float, Cached]] = OrderedDict()
+        # Key -> (expiry, body, its slot: kind, scope and query).
+        self._local: OrderedDict[str, tuple[float, Cached, tuple[Kind, str, str]]] = OrderedDict()
         self._local_bytes = 0
+        self._slots: dict[tuple[Kind, str, str], str] = {}  # (kind, scope, query) -> its key
         # Until an event moves it, a generation is this process's own: a restarted replica
         # never reads what an earlier one cached before events it did not see.
         self._boot = uuid.uuid4().hex[:12]
@@ -148,7 +150,7 @@ class ResponseCache:
             return await compute()
         # Taken before computing: an event arriving meanwhile moves the generation, so what is
         # computed now is stored under the old key and never served after the event.
-        key = f"{kind}:{scope}:{self.generation(kind, scope)}:{query}"
+        key = self._key((kind, scope, query), self.generation(kind, scope))
         found = self._get_local(key)
         if found is not None:
             metrics.RESPONSE_CACHE.labels(kind=kind.value, result="local_hit").inc()
@@ -165,7 +167,7 @@ class ResponseCache:
                 metrics.RESPONSE_CACHE.labels(kind=kind.value, result="miss").inc()
                 cached = await compute()
                 await self._put_redis(kind, key, cached)
-            self._put_local(key, cached, TTL_S[kind])
+            self._put_local((kind, scope, query), key, cached)
             future.set_result(cached)
             return cached
         except asyncio.CancelledError:
@@ -207,15 +209,22 @@ class ResponseCache:
         if known is None:
             return None
         kind, scope, route = known
-        found = self._get_local(f"{kind}:{scope}:{self.generation(kind, scope)}:{query}")
+        found = self._get_local(self._key((kind, scope, query), self.generation(kind, scope)))
         if found is None:
             return None
         metrics.RESPONSE_CACHE.labels(kind=kind.value, result="local_hit").inc()
         return found, route
 
+    @staticmethod
+    def _key(slot: tuple[Kind, str, str], generation: str) -> str:
+        """Return the key of a slot's (kind, scope, query) body of one generation."""
+        kind, scope, query = slot
+        return f"{kind}:{scope}:{generation}:{query}"
+
     def clear(self) -> None:
         """Forget every body kept in process."""
         self._local.clear()
+        self._slots.clear()
         self._local_bytes = 0
         metrics.RESPONSE_CACHE_BYTES.set(0)
 
@@ -223,28 +232,43 @@ class ResponseCache:
         entry = self._local.get(key)
         if entry is None:
             return None
-        expires_at, cached = entry
+        expires_at, cached, _ = entry
         if expires_at <= self._clock():
             self._drop_local(key)
             return None
         self._local.move_to_end(key)
         return cached
 
-    def _put_local(self, key: str, cached: Cached, ttl_s: int) -> None:
+    def _put_local(self, slot: tuple[Kind, str, str], key: str, cached: Cached) -> None:
+        """Keep a body under `key`, the generation's key of `slot` (kind, scope, query).
+
+        Only the current generation's body of a slot is kept: a key of an older generation can
+        never be looked up again, so it would only hold memory until the size bound pushed it
+        out (with candles arriving every minute, minutes of filling up to the bound).
+        """
+        kind, scope, _ = slot
         size = len(cached.body)
         if size > self._max_bytes // 4:
             return  # one huge page must not flush everything else
+        if key != self._key(slot, self.generation(kind, scope)):
+            return  # an event moved the generation while this was computed
+        superseded = self._slots.get(slot)
+        if superseded is not None and superseded in self._local:
+            self._drop_local(superseded)
         if key in self._local:
             self._drop_local(key)
-        self._local[key] = (self._clock() + ttl_s, cached)
+        self._local[key] = (self._clock() + TTL_S[kind], cached, slot)
+        self._slots[slot] = key
         self._local_bytes += size
         while self._local_bytes > self._max_bytes:
             self._drop_local(next(iter(self._local)))
         metrics.RESPONSE_CACHE_BYTES.set(self._local_bytes)
 
     def _drop_local(self, key: str) -> None:
-        _, cached = self._local.pop(key)
+        _, cached, slot = self._local.pop(key)
         self._local_bytes -= len(cached.body)
+        if self._slots.get(slot) == key:
+            del self._slots[slot]
 
     def _redis_key(self, key: str) -> str:
         kind, scope, generation, query = key.split(":", 3)

@@ -200,3 +200,39 @@ async def test_the_relay_invalidates_from_the_bus_tail() -> None:
 
     assert cache.generation(Kind.POSITIONS, "LTC/BTC") == entry_id
     assert cache.generation(Kind.POSITIONS, ALL_SYMBOLS) == entry_id
+
+
+def cached_bytes() -> float:
+    return REGISTRY.get_sample_value("candlebus_response_cache_bytes") or 0.0
+
+
+async def test_only_the_current_generation_of_a_read_is_kept() -> None:
+    """A body superseded by an event can never be served again: it goes at once, not when the
+    byte bound pushes it out, so memory holds what can still be served and stays flat."""
+    cache, source = new_cache(), Source()
+    for event in range(50):
+        await cache.fetch(Kind.CANDLES, "ETH/BTC", "/candles?limit=5", source)
+        await cache.fetch(Kind.POSITIONS, ALL_SYMBOLS, "/positions", source)
+        cache.note(Stream.CANDLES, f"{event + 1}-0", candle("ETH/BTC"))
+
+    assert source.calls == 51  # candles computed once per generation; positions once
+    kept = len(b"body 50") + len(b"body 2")  # the last of each, no more
+    assert cache._local_bytes == kept and cached_bytes() == kept
+
+
+async def test_a_body_computed_across_an_event_is_served_but_not_kept() -> None:
+    cache, source = new_cache(), Source()
+    gate = asyncio.Event()
+
+    async def slow() -> Cached:
+        await gate.wait()
+        return await source()
+
+    reading = asyncio.ensure_future(cache.fetch(Kind.CANDLES, "ETH/BTC", "q", slow))
+    await asyncio.sleep(0)
+    cache.note(Stream.CANDLES, "7-0", candle("ETH/BTC"))  # while it is being computed
+    gate.set()
+
+    assert (await reading).body == b"body 1"
+    assert cache._local_bytes == 0  # its generation is gone: no request could reach it
+    assert (await cache.fetch(Kind.CANDLES, "ETH/BTC", "q", source)).body == b"body 2"
