@@ -252,11 +252,10 @@ class ResponseCache:
             return  # one huge page must not flush everything else
         if key != self._key(slot, self.generation(kind, scope)):
             return  # an event moved the generation while this was computed
+        # A slot has at most one body kept, the one `_slots` names: this key's, or an older one.
         superseded = self._slots.get(slot)
-        if superseded is not None and superseded in self._local:
+        if superseded is not None:
             self._drop_local(superseded)
-        if key in self._local:
-            self._drop_local(key)
         self._local[key] = (self._clock() + TTL_S[kind], cached, slot)
         self._slots[slot] = key
         self._local_bytes += size

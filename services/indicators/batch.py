@@ -88,23 +88,30 @@ Targets: TypeAlias = tuple[F64Array, F64Array, F64Array, F64Array]  # RSI twice,
 
 
 @njit(cache=True, error_model="numpy", inline="always", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
+def _moves(candle: tuple[float, float, float, float]) -> tuple[float, float, float]:
+    """Return what a candle (high, low, close, close before) adds to the averages: its gain
+    and loss (both >= 0) and its true range."""
+    high, low, close, previous = candle
+    change = close - previous
+    up = change if change > 0.0 else 0.0
+    return up, up - change, _true_range(high, low, previous)
+
+
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
 def _seeding_step(
     averages: Averages,
     candle: tuple[float, float, float, float],
     steps: int,
     periods: tuple[int, int],
 ) -> Averages:
-    """Advance RSI's and ATR's averages by the `steps`-th candle (high, low, close, close
-    before), either of them perhaps still seeding."""
+    """Advance RSI's and ATR's averages by the `steps`-th candle, either perhaps still seeding."""
     gain, loss, average_range = averages
-    high, low, close, previous = candle
+    up, down, true_range = _moves(candle)
     rsi_period, atr_period = periods
-    change = close - previous
-    up = change if change > 0.0 else 0.0
     return (
         _rsi_average(gain, up, steps, rsi_period),
-        _rsi_average(loss, up - change, steps, rsi_period),
-        _atr_average(average_range, _true_range(high, low, previous), steps, atr_period),
+        _rsi_average(loss, down, steps, rsi_period),
+        _atr_average(average_range, true_range, steps, atr_period),
     )
 
 
@@ -116,14 +123,12 @@ def _smoothing_step(
     branches. The chains of dependent operations here set the speed of the batch's one
     sequential loop."""
     gain, loss, average_range = averages
-    high, low, close, previous = candle
+    up, down, true_range = _moves(candle)
     rsi_period, atr_period = periods
-    change = close - previous
-    up = change if change > 0.0 else 0.0
     return (
         _smooth(gain, up, rsi_period),
-        _smooth(loss, up - change, rsi_period),
-        _smooth(average_range, _true_range(high, low, previous), atr_period),
+        _smooth(loss, down, rsi_period),
+        _smooth(average_range, true_range, atr_period),
     )
 
 
